@@ -17,11 +17,19 @@ def _text(label: str, description: str, default: Any = None, *, secret: bool = F
 
 
 def _number(label: str, description: str, default: float) -> dict[str, Any]:
-    return {"label": label, "description": description, "schema": {"type": ["number", "null"], "default": default}}
+    return {
+        "label": label,
+        "description": description,
+        "schema": {"type": ["number", "null"], "default": default},
+    }
 
 
 def _flag(label: str, description: str, default: bool = False) -> dict[str, Any]:
-    return {"label": label, "description": description, "schema": {"type": ["boolean", "null"], "default": default}}
+    return {
+        "label": label,
+        "description": description,
+        "schema": {"type": ["boolean", "null"], "default": default},
+    }
 
 
 CONN_FIELDS: dict[str, dict[str, Any]] = {
@@ -31,7 +39,7 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     ),
     "grant_type": {
         "label": "OAuth2 grant type",
-        "description": "client_credentials (unattended, mutual TLS) or refresh_token (authorization-code flow)",
+        "description": "client_credentials (unattended, mutual TLS) or refresh_token (authorization code)",
         "schema": {
             "type": ["string", "null"],
             "default": "client_credentials",
@@ -43,12 +51,18 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "refresh_token": _text("Refresh token", "Stored refresh token for the refresh_token grant", secret=True),
     "certificate_p12_path": _text("Certificate (.p12) path", "Organisation certificate as PKCS#12 file"),
     "certificate_p12_base64": _text(
-        "Certificate (.p12) base64", "Organisation certificate as base64 PKCS#12, instead of a path", secret=True
+        "Certificate (.p12) base64",
+        "Organisation certificate as base64 PKCS#12, instead of a path",
+        secret=True,
     ),
-    "certificate_password": _text("Certificate PIN", "Password (PIN) of the PKCS#12 file or PEM key", secret=True),
+    "certificate_password": _text(
+        "Certificate PIN", "Password (PIN) of the PKCS#12 file or PEM key", secret=True
+    ),
     "certificate_pem_path": _text("Certificate PEM path", "Certificate (and chain) as PEM, with a PEM key"),
     "private_key_pem_path": _text("Private key PEM path", "Private key of the PEM certificate"),
-    "ca_bundle_path": _text("CA bundle path", "CA certificates to verify the server; default: system/certifi"),
+    "ca_bundle_path": _text(
+        "CA bundle path", "CA certificates to verify the server; default: system/certifi"
+    ),
     "orderer_organisation_number": _text(
         "Orderer organisation number", "Expected bestallareId; the certificate must carry this number"
     ),
@@ -59,6 +73,9 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "etransport_url": _text("E-transport URL", "HTTPS base URL of the E-transport file source"),
     "etransport_inbox": _text(
         "E-transport inbox", "Directory or object-storage URL where your E-transport client drops files"
+    ),
+    "archive_url": _text(
+        "Archive URL", "Object-storage URL (file://, s3://...) where answer files are archived before loading"
     ),
     "sandbox_clock": _flag("Sandbox clock", "Local sandbox only: take 'now' from the sandbox's clock"),
 }

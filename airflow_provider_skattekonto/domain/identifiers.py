@@ -44,7 +44,10 @@ def luhn_valid(number: str) -> bool:
 def is_organisation_number(ten_digits: str) -> bool:
     """True for a 10-digit organisationsnummer: 3rd-4th digits >= 20 and a valid check digit."""
     return (
-        len(ten_digits) == 10 and ten_digits.isdigit() and int(ten_digits[2:4]) >= 20 and luhn_valid(ten_digits)
+        len(ten_digits) == 10
+        and ten_digits.isdigit()
+        and int(ten_digits[2:4]) >= 20
+        and luhn_valid(ten_digits)
     )
 
 

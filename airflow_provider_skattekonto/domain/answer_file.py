@@ -1,0 +1,859 @@
+"""Our model of Skatteverket's answer-file layout: a streaming parser with strict validation, and a writer.
+
+Skatteverket's file description ("Bilaga filbeskrivning ... v1.0") is not public. The layout below is
+**our model**, to be checked against that appendix; it is documented in ``docs/answer-file-layout.md``.
+The whole layout lives in :data:`LAYOUT` (one table), so correcting it is a change to this module only.
+
+* UTF-8 (a BOM is tolerated when reading), one record per line, lines end in CRLF (LF also accepted).
+* Fields separated by ``;`` with RFC 4180 quoting (a text may contain ``;`` or ``"``).
+* The first field is the record type: ``H`` header, ``S`` balance (saldo) of one principal followed by
+  its ``T`` transactions (a block), ``E`` trailer with counts and a control sum.
+* Amounts: decimal comma, optional leading minus, exactly two decimals, no thousands separators
+  (``-12345,00``); the model holds integers in öre.
+
+:func:`parse_answer_file` is a generator: it yields records while it reads and holds only the set of
+principal ids seen. A consumer knows the file is valid only once it has received the
+:class:`~airflow_provider_skattekonto.domain.records.FileTrailer` (yielded last, after the counts and
+the control sum were checked); an :class:`AnswerFileError` may be raised at any point before it, so the
+consumer must treat the stream as all-or-nothing (e.g. load inside one database transaction and commit
+only after the trailer). Pure: no Airflow import, no network I/O.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import dataclasses
+import datetime as dt
+import io
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any, BinaryIO, NamedTuple
+
+from airflow_provider_skattekonto.domain.identifiers import (
+    InvalidIdentifierError,
+    normalize_organisation_number,
+    normalize_principal_id,
+)
+from airflow_provider_skattekonto.domain.records import Balance, FileHeader, FileTrailer, Record, Transaction
+
+__all__ = [
+    "LAYOUT",
+    "LAYOUT_VERSION",
+    "SUPPORTED_LAYOUT_VERSIONS",
+    "AnswerFileError",
+    "Block",
+    "FieldSpec",
+    "format_amount",
+    "iter_blocks",
+    "parse_amount",
+    "parse_answer_file",
+    "write_answer_file",
+]
+
+LAYOUT_VERSION = "1.0"
+SUPPORTED_LAYOUT_VERSIONS = frozenset({LAYOUT_VERSION})
+
+DELIMITER = ";"
+LINE_TERMINATOR = "\r\n"
+ENCODING = "utf-8"
+
+_READ_CHUNK = 1 << 16
+_MAX_SHOWN_VALUE = 60
+_LAYOUT_DOC = "docs/answer-file-layout.md"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------------
+class AnswerFileError(ValueError):
+    """An answer file that does not follow the layout; names the file, line, field and value.
+
+    ``line_number`` is 1-based (physical line in the file), ``None`` for file-level problems (e.g. a
+    missing trailer). ``field`` and ``value`` are ``None`` when the problem is not about one field.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        source_name: str,
+        line_number: int | None = None,
+        field: str | None = None,
+        value: str | None = None,
+        advice: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.source_name = source_name
+        self.line_number = line_number
+        self.field = field
+        self.value = value
+        self.advice = advice or _DEFAULT_ADVICE
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = self.source_name
+        if self.line_number is not None:
+            where += f" line {self.line_number}"
+        if self.field is not None:
+            where += f", field {self.field}"
+            if self.value is not None:
+                shown = self.value
+                if len(shown) > _MAX_SHOWN_VALUE:
+                    shown = shown[:_MAX_SHOWN_VALUE] + "..."
+                where += f"={shown!r}"
+        reason = self.reason.rstrip(".")
+        return f"{where}: {reason}. The file was not loaded; {self.advice}"
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable (keyword-only arguments)
+        return (
+            _rebuild_error,
+            (self.reason, self.source_name, self.line_number, self.field, self.value, self.advice),
+        )
+
+
+def _rebuild_error(
+    reason: str,
+    source_name: str,
+    line_number: int | None,
+    field: str | None,
+    value: str | None,
+    advice: str | None,
+) -> AnswerFileError:
+    return AnswerFileError(
+        reason, source_name=source_name, line_number=line_number, field=field, value=value, advice=advice
+    )
+
+
+_DEFAULT_ADVICE = (
+    "keep the file for inspection and check it against the answer-file layout "
+    f"(layout {LAYOUT_VERSION}, {_LAYOUT_DOC}); if Skatteverket's file description differs, correct "
+    "LAYOUT in airflow_provider_skattekonto/domain/answer_file.py"
+)
+_TRUNCATED_ADVICE = (
+    "the file looks incomplete (truncated download or a file still being written): download it again, "
+    "and if it stays incomplete ask Skatteverket for a new delivery"
+)
+_VERSION_ADVICE = (
+    "this provider reads layout versions "
+    + ", ".join(sorted(SUPPORTED_LAYOUT_VERSIONS))
+    + ": upgrade the provider or adapt LAYOUT in airflow_provider_skattekonto/domain/answer_file.py"
+)
+
+
+class _FieldError(ValueError):
+    """Internal: one field's value is invalid (the parser adds file, line and field)."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Field kinds: how one field is parsed from and formatted to text
+# ---------------------------------------------------------------------------------------------------
+_MINUS_SIGNS = ("-", "\u2212")
+
+
+def parse_amount(text: str) -> int:
+    """Parse a Swedish-style amount (``-12345,00``, ``350,50``, Unicode minus U+2212 accepted) to öre.
+
+    Exactly two decimals after a decimal comma, digits only, no thousands separators, no plus sign.
+    Raises :class:`ValueError` naming the problem.
+    """
+    if len(text) >= 4 and text[-3] == ",":
+        whole = text[:-3]
+        sign = whole[0]
+        negative = sign == "-" or sign == "\u2212"
+        if negative:
+            whole = whole[1:]
+        digits = whole + text[-2:]
+        # isdigit() alone admits non-ASCII digits that int() would accept: require ASCII too.
+        if whole and digits.isdigit() and digits.isascii():
+            return -int(digits) if negative else int(digits)
+    raise _FieldError(_amount_problem(text))
+
+
+def _amount_problem(text: str) -> str:
+    if not text:
+        return "amount is empty"
+    if "." in text and "," not in text:
+        return "amount must use a decimal comma, not a point (e.g. -12345,00)"
+    if " " in text or "\u00a0" in text or "." in text or text.count(",") > 1:
+        return "amount must not contain thousands separators (e.g. -12345,00)"
+    if "," not in text or len(text) < 4 or text[-3] != ",":
+        return "amount must have exactly two decimals after a decimal comma (e.g. -12345,00 or 350,50)"
+    return "amount must be an optional minus sign, digits, a decimal comma and two digits (e.g. -12345,00)"
+
+
+def format_amount(ore: int) -> str:
+    """Format öre as the file writes amounts: ``-12345,00``, ``0,00``, ``350,50``."""
+    if ore < 0:
+        kronor, cents = divmod(-ore, 100)
+        return f"-{kronor},{cents:02d}"
+    kronor, cents = divmod(ore, 100)
+    return f"{kronor},{cents:02d}"
+
+
+_DATE_CACHE: dict[str, dt.date] = {}
+_DATE_CACHE_MAX = 8192
+
+
+def _parse_date(text: str) -> dt.date:
+    cached = _DATE_CACHE.get(text)
+    if cached is not None:
+        return cached
+    if len(text) != 10 or text[4] != "-" or text[7] != "-" or not text.isascii():
+        raise _FieldError("date must be written YYYY-MM-DD (e.g. 2026-11-30)")
+    try:
+        value = dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise _FieldError(f"not a valid date ({exc})") from None
+    if len(_DATE_CACHE) < _DATE_CACHE_MAX:
+        _DATE_CACHE[text] = value
+    return value
+
+
+def _parse_timestamp(text: str) -> dt.datetime:
+    if len(text) < 19 or text[10] != "T" or not text.isascii():
+        raise _FieldError("timestamp must be ISO 8601 with a UTC offset (e.g. 2026-11-30T06:12:00+01:00)")
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise _FieldError(f"not a valid ISO 8601 timestamp ({exc})") from None
+    if value.tzinfo is None:
+        raise _FieldError("timestamp has no UTC offset; expected e.g. 2026-11-30T06:12:00+01:00")
+    return value
+
+
+def _format_timestamp(value: dt.datetime) -> str:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"timestamp {value.isoformat()} must be timezone-aware")
+    return value.isoformat()
+
+
+def _parse_principal(text: str) -> str:
+    if len(text) != 12 or not text.isdigit() or not text.isascii():
+        raise _FieldError(
+            "principal id must be 12 digits without separators (16 + organisation number, or century + "
+            "personnummer)"
+        )
+    try:
+        return normalize_principal_id(text)
+    except InvalidIdentifierError as exc:
+        raise _FieldError(str(exc)) from None
+
+
+def _format_principal(value: str) -> str:
+    return normalize_principal_id(value)
+
+
+def _parse_orderer(text: str) -> str:
+    if len(text) != 12 or not text.startswith("16") or not text.isdigit() or not text.isascii():
+        raise _FieldError("orderer must be 12 digits: 16 + the organisation number, without separators")
+    try:
+        return normalize_organisation_number(text)
+    except InvalidIdentifierError as exc:
+        raise _FieldError(str(exc)) from None
+
+
+def _format_orderer(value: str) -> str:
+    return "16" + normalize_organisation_number(value)
+
+
+def _parse_text(text: str) -> str:
+    if not text:
+        raise _FieldError("must not be empty")
+    if "\n" in text or "\r" in text:
+        raise _FieldError("must not contain line breaks")
+    return text
+
+
+def _format_text(value: str) -> str:
+    if not value:
+        raise ValueError("a text field must not be empty")
+    if "\n" in value or "\r" in value:
+        raise ValueError(f"text {value!r} contains a line break, which the layout does not allow")
+    return value
+
+
+def _parse_version(text: str) -> str:
+    if text not in SUPPORTED_LAYOUT_VERSIONS:
+        raise _FieldError(
+            f"unsupported layout version (this provider reads {sorted(SUPPORTED_LAYOUT_VERSIONS)})"
+        )
+    return text
+
+
+def _parse_count(text: str) -> int:
+    if not text or not text.isdigit() or not text.isascii():
+        raise _FieldError("count must be a non-negative whole number")
+    return int(text)
+
+
+class _Kind(NamedTuple):
+    parse: Callable[[str], Any]
+    format: Callable[[Any], str]
+
+
+TEXT = _Kind(_parse_text, _format_text)
+VERSION = _Kind(_parse_version, str)
+ORDERER = _Kind(_parse_orderer, _format_orderer)
+PRINCIPAL = _Kind(_parse_principal, _format_principal)
+DATE = _Kind(_parse_date, dt.date.isoformat)
+TIMESTAMP = _Kind(_parse_timestamp, _format_timestamp)
+AMOUNT = _Kind(parse_amount, format_amount)
+COUNT = _Kind(_parse_count, str)
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldSpec:
+    """One field of a record: its name in the file (as in Skatteverket's API), the model attribute, its
+    kind, and whether it may be empty (empty = ``None`` in the model)."""
+
+    name: str
+    attribute: str
+    kind: _Kind
+    optional: bool = False
+
+
+# ---------------------------------------------------------------------------------------------------
+# THE LAYOUT. Record type -> (model class, fields after the record-type field, in file order).
+# A Transaction's ``sequence`` is not in the file: it is the 1-based position within its block.
+# ---------------------------------------------------------------------------------------------------
+LAYOUT: dict[str, tuple[type, tuple[FieldSpec, ...]]] = {
+    "H": (
+        FileHeader,
+        (
+            FieldSpec("layoutversion", "layout_version", VERSION),
+            FieldSpec("bestallareId", "orderer", ORDERER),
+            FieldSpec("skapad", "created_at", TIMESTAMP),
+            FieldSpec("filidentitet", "file_id", TEXT),
+        ),
+    ),
+    "S": (
+        Balance,
+        (
+            FieldSpec("huvudmanId", "principal", PRINCIPAL),
+            FieldSpec("avstamningsdatum", "reconciled_on", DATE),
+            FieldSpec("saldoSkatteverket", "balance_skatteverket_ore", AMOUNT),
+            FieldSpec("saldoKronofogden", "balance_kronofogden_ore", AMOUNT, optional=True),
+            FieldSpec("rantaSkatteverket", "interest_skatteverket_ore", AMOUNT, optional=True),
+            FieldSpec("senastUppdaterad", "last_updated", TIMESTAMP),
+            FieldSpec("nastaAvstamningsdatum", "next_reconciliation_on", DATE, optional=True),
+        ),
+    ),
+    "T": (
+        Transaction,
+        (
+            FieldSpec("huvudmanId", "principal", PRINCIPAL),
+            FieldSpec("transaktionsidentitet", "transaction_id", TEXT, optional=True),
+            FieldSpec("transaktionsdatum", "transaction_date", DATE),
+            FieldSpec("ranteberakningsdatum", "interest_date", DATE, optional=True),
+            FieldSpec("transaktionstext", "text", TEXT),
+            FieldSpec("beloppSkatteverket", "amount_skatteverket_ore", AMOUNT, optional=True),
+            FieldSpec("beloppKronofogden", "amount_kronofogden_ore", AMOUNT, optional=True),
+        ),
+    ),
+    "E": (
+        FileTrailer,
+        (
+            FieldSpec("antalHuvudman", "principal_count", COUNT),
+            FieldSpec("antalTransaktioner", "transaction_count", COUNT),
+            FieldSpec("kontrollsumma", "amount_sum_ore", AMOUNT),
+        ),
+    ),
+}
+HEADER, BALANCE, TRANSACTION, TRAILER = "H", "S", "T", "E"
+RECORD_TYPE_FIELD = "posttyp"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Compiled form of the layout (derived once at import; checked against the record model)
+# ---------------------------------------------------------------------------------------------------
+class _Compiled(NamedTuple):
+    cls: type
+    specs: tuple[FieldSpec, ...]
+    width: int  # number of fields including the record type
+    parsers: tuple[Callable[[str], Any], ...]
+    optional: tuple[bool, ...]
+    order: tuple[int, ...] | None  # model positional order -> file field index; None = identical
+    attributes: tuple[str, ...]
+
+
+def _compile(record_type: str) -> _Compiled:
+    cls, specs = LAYOUT[record_type]
+    model_fields = [f.name for f in dataclasses.fields(cls) if f.name != "sequence"]
+    attributes = tuple(s.attribute for s in specs)
+    if sorted(model_fields) != sorted(attributes):
+        raise RuntimeError(f"LAYOUT[{record_type!r}] does not cover the fields of {cls.__name__}")
+    order = tuple(attributes.index(name) for name in model_fields)
+    return _Compiled(
+        cls=cls,
+        specs=specs,
+        width=len(specs) + 1,
+        parsers=tuple(s.kind.parse for s in specs),
+        optional=tuple(s.optional for s in specs),
+        order=None if order == tuple(range(len(order))) else order,
+        attributes=attributes,
+    )
+
+
+_COMPILED = {record_type: _compile(record_type) for record_type in LAYOUT}
+_T = _COMPILED[TRANSACTION]
+_T_AMOUNT_FIELDS = tuple(
+    i for i, s in enumerate(_T.specs) if s.attribute in ("amount_skatteverket_ore", "amount_kronofogden_ore")
+)
+_T_SEQUENCE_AT = [f.name for f in dataclasses.fields(Transaction)].index("sequence")
+if _T.specs[0].attribute != "principal" or _T_SEQUENCE_AT != 1:
+    raise RuntimeError("the parser's transaction fast path expects principal first and sequence second")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------------
+class _IterableReader(io.RawIOBase):
+    """A readable raw stream over an iterable of byte chunks."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        while not self._pending:
+            try:
+                self._pending = bytes(next(self._chunks))
+            except StopIteration:
+                return 0
+        size = min(len(view), len(self._pending))
+        view[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
+def _binary_stream(chunks: BinaryIO | IO[bytes] | Iterable[bytes]) -> IO[bytes]:
+    if hasattr(chunks, "read"):
+        stream: Any = chunks
+        if not hasattr(stream, "read1") or not hasattr(stream, "readable"):
+            stream = io.BufferedReader(_ReadAdapter(stream), buffer_size=_READ_CHUNK)
+        return stream  # type: ignore[no-any-return]
+    if isinstance(chunks, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(chunks))
+    return io.BufferedReader(_IterableReader(chunks), buffer_size=_READ_CHUNK)
+
+
+class _ReadAdapter(io.RawIOBase):
+    """A raw stream over any object with ``read(n)`` (e.g. a minimal file-like object)."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._source.read(len(view))
+        if not data:
+            return 0
+        view[: len(data)] = data
+        return len(data)
+
+
+_BOM = codecs.BOM_UTF8
+
+
+def _text_lines(stream: IO[bytes]) -> Iterator[str]:
+    """Decoded lines (line endings kept for csv); a leading UTF-8 BOM is dropped.
+
+    Decoding per line (``map`` of ``bytes.decode`` runs at C speed) lets an encoding error name its line.
+    """
+    lines = iter(stream)
+    first = next(lines, None)
+    if first is None:
+        return iter(())
+    if first.startswith(_BOM):
+        first = first[len(_BOM) :]
+    return itertools.chain((first.decode(ENCODING),), map(bytes.decode, lines))
+
+
+def parse_answer_file(
+    chunks: BinaryIO | IO[bytes] | Iterable[bytes], *, source_name: str
+) -> Iterator[Record]:
+    """Parse an answer file, streaming; yield ``FileHeader``, then per principal its ``Balance`` followed
+    by its ``Transaction`` records, and ``FileTrailer`` last.
+
+    ``chunks`` is a binary file object or any iterable of byte chunks (e.g. an HTTP body). Memory stays
+    flat in the file size (only the set of principal ids is kept). Raises :class:`AnswerFileError`
+    (naming ``source_name``, the line, the field and the value) on the first problem: the stream is
+    all-or-nothing, and the file is valid only once the trailer has been yielded. The caller's file object
+    is not closed.
+    """
+    stream = _binary_stream(chunks)
+    try:
+        lines = _text_lines(stream)
+    except UnicodeDecodeError as exc:
+        raise AnswerFileError(
+            f"the file is not valid UTF-8 ({exc.reason} at byte {exc.start} of the line)",
+            source_name=source_name,
+            line_number=1,
+        ) from None
+    yield from _parse_lines(lines, source_name)
+
+
+def _parse_lines(lines: Iterator[str], source_name: str) -> Iterator[Record]:  # noqa: C901
+    reader = csv.reader(lines, delimiter=DELIMITER, quotechar='"', strict=True)
+    line = 0
+
+    def fail(
+        reason: str, *, field: str | None = None, value: str | None = None, **kw: Any
+    ) -> AnswerFileError:
+        return AnswerFileError(
+            reason,
+            source_name=source_name,
+            line_number=kw.get("line_number", line),
+            field=field,
+            value=value,
+            advice=kw.get("advice"),
+        )
+
+    rows = _rows(reader, fail)
+
+    # -- header -----------------------------------------------------------------------------------
+    first = next(rows, None)
+    line = reader.line_num
+    if first is None:
+        raise fail("the file is empty: no header record", line_number=None, advice=_TRUNCATED_ADVICE)
+    if not first or first[0] != HEADER:
+        raise fail(
+            f"the file must start with a header record ({HEADER}); found record type "
+            f"{(first[0] if first else '')!r}",
+            field=RECORD_TYPE_FIELD,
+            value=first[0] if first else "",
+        )
+    if len(first) > 1 and first[1] not in SUPPORTED_LAYOUT_VERSIONS:
+        spec = _COMPILED[HEADER].specs[0]
+        raise fail("unsupported layout version", field=spec.name, value=first[1], advice=_VERSION_ADVICE)
+    header = _build(first, _COMPILED[HEADER], fail)
+    yield header
+
+    # -- body ---------------------------------------------------------------------------------------
+    seen: set[str] = set()
+    principal = ""  # the current block's principal ("" before the first balance)
+    sequence = 0
+    transaction_count = 0
+    amount_sum = 0
+    t_width = _T.width
+    t_parsers = _T.parsers[1:]
+    t_optional = _T.optional[1:]
+    s_amount_index, k_amount_index = (i - 1 for i in _T_AMOUNT_FIELDS)
+    parse_date = _parse_date
+    new_transaction = Transaction
+
+    for row in rows:
+        kind = row[0] if row else ""
+        if kind == TRANSACTION:
+            if len(row) != t_width or row[1] != principal:
+                line = reader.line_num
+                _transaction_placement_error(row, principal, seen, fail)
+            try:
+                values = [
+                    (parse(value) if value else (None if optional else parse(value)))
+                    for parse, optional, value in zip(t_parsers, t_optional, row[2:])
+                ]
+            except (ValueError, _FieldError):
+                line = reader.line_num
+                _diagnose(row, _T, fail)
+                raise
+            amount_s = values[s_amount_index]
+            amount_k = values[k_amount_index]
+            if amount_s is None:
+                if amount_k is None:
+                    line = reader.line_num
+                    raise fail(
+                        "a transaction needs at least one of beloppSkatteverket and beloppKronofogden",
+                        field=_T.specs[_T_AMOUNT_FIELDS[0]].name,
+                        value="",
+                    )
+                amount_sum += amount_k
+            else:
+                amount_sum += amount_s if amount_k is None else amount_s + amount_k
+            sequence += 1
+            transaction_count += 1
+            yield new_transaction(principal, sequence, *values)
+            continue
+        line = reader.line_num
+        if kind == BALANCE:
+            balance = _build(row, _COMPILED[BALANCE], fail)
+            assert isinstance(balance, Balance)
+            if balance.principal in seen:
+                raise fail(
+                    "a second block for a principal that already had one (each principal appears once)",
+                    field=_COMPILED[BALANCE].specs[0].name,
+                    value=row[1],
+                )
+            if balance.next_reconciliation_on is not None and balance.next_reconciliation_on <= (
+                balance.reconciled_on
+            ):
+                raise fail(
+                    "the next reconciliation date must be after avstamningsdatum "
+                    f"({balance.reconciled_on.isoformat()})",
+                    field="nastaAvstamningsdatum",
+                    value=row[7],
+                )
+            seen.add(balance.principal)
+            principal = balance.principal
+            sequence = 0
+            yield balance
+            continue
+        if kind == TRAILER:
+            trailer = _build(row, _COMPILED[TRAILER], fail)
+            assert isinstance(trailer, FileTrailer)
+            names = [s.name for s in _COMPILED[TRAILER].specs]
+            for name, expected, actual, shown in (
+                (names[0], len(seen), trailer.principal_count, row[1]),
+                (names[1], transaction_count, trailer.transaction_count, row[2]),
+                (names[2], amount_sum, trailer.amount_sum_ore, row[3]),
+            ):
+                if expected != actual:
+                    found = format_amount(expected) if name == names[2] else str(expected)
+                    raise fail(
+                        f"the trailer says {shown} but the file holds {found}",
+                        field=name,
+                        value=shown,
+                        advice=_TRUNCATED_ADVICE if expected < actual else None,
+                    )
+            _expect_end(rows, reader, fail)
+            yield trailer
+            return
+        if kind == HEADER:
+            raise fail("a second header record", field=RECORD_TYPE_FIELD, value=kind)
+        if not row:
+            raise fail("empty line inside the file")
+        raise fail(
+            f"unknown record type (expected one of {', '.join(LAYOUT)})", field=RECORD_TYPE_FIELD, value=kind
+        )
+
+    raise fail(
+        f"the file ends without a trailer record ({TRAILER}) after line {reader.line_num}",
+        line_number=None,
+        advice=_TRUNCATED_ADVICE,
+    )
+
+
+def _rows(reader: Any, fail: Callable[..., AnswerFileError]) -> Iterator[list[str]]:
+    """csv rows, with decoding and quoting problems turned into AnswerFileError."""
+    try:
+        yield from reader
+    except UnicodeDecodeError as exc:
+        raise fail(
+            f"the file is not valid UTF-8 ({exc.reason} at byte {exc.start} of the line)",
+            line_number=reader.line_num + 1,
+        ) from None
+    except csv.Error as exc:
+        raise fail(f"malformed quoting or field separators ({exc})", line_number=reader.line_num) from None
+
+
+def _expect_end(rows: Iterator[list[str]], reader: Any, fail: Callable[..., AnswerFileError]) -> None:
+    for row in rows:
+        if any(value.strip() for value in row):
+            raise fail(
+                "a record after the trailer record (the trailer must be last)",
+                field=RECORD_TYPE_FIELD,
+                value=row[0],
+                line_number=reader.line_num,
+            )
+
+
+def _build(row: list[str], compiled: _Compiled, fail: Callable[..., AnswerFileError]) -> Any:
+    if len(row) != compiled.width:
+        _wrong_width(row, compiled, fail)
+    values = []
+    for spec, value in zip(compiled.specs, row[1:]):
+        if not value and spec.optional:
+            values.append(None)
+            continue
+        try:
+            values.append(spec.kind.parse(value))
+        except (ValueError, _FieldError) as exc:
+            raise fail(str(exc), field=spec.name, value=value) from None
+    if compiled.order is not None:
+        values = [values[i] for i in compiled.order]
+    return compiled.cls(*values)
+
+
+def _diagnose(row: list[str], compiled: _Compiled, fail: Callable[..., AnswerFileError]) -> None:
+    """Slow path after a fast-path failure: find the failing field and raise a precise error."""
+    _build(row, compiled, fail)
+
+
+def _wrong_width(row: list[str], compiled: _Compiled, fail: Callable[..., AnswerFileError]) -> None:
+    names = [RECORD_TYPE_FIELD, *(s.name for s in compiled.specs)]
+    raise fail(
+        f"record type {row[0]} must have {compiled.width} fields ({';'.join(names)}), found {len(row)} "
+        "(is a text with ';' missing its quotes?)",
+        field=RECORD_TYPE_FIELD,
+        value=row[0],
+    )
+
+
+def _transaction_placement_error(
+    row: list[str], principal: str, seen: set[str], fail: Callable[..., AnswerFileError]
+) -> None:
+    if len(row) != _T.width:
+        _wrong_width(row, _T, fail)
+    name = _T.specs[0].name
+    value = row[1]
+    if not principal:
+        raise fail(
+            "a transaction before any balance record (each block starts with its principal's S record)",
+            field=name,
+            value=value,
+        )
+    try:
+        other = _parse_principal(value)
+    except _FieldError as exc:
+        raise fail(str(exc), field=name, value=value) from None
+    if other == principal:  # pragma: no cover - equal after normalisation means the text differed
+        raise fail("principal id not written as in the block's balance record", field=name, value=value)
+    where = "which had its block earlier" if other in seen else "which has no balance record before it"
+    raise fail(
+        f"a transaction for another principal than the current block's ({principal}), {where}",
+        field=name,
+        value=value,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Blocks (optional helper for consumers)
+# ---------------------------------------------------------------------------------------------------
+class Block(NamedTuple):
+    """One principal's balance and its transactions, in file order."""
+
+    balance: Balance
+    transactions: list[Transaction]
+
+
+def iter_blocks(records: Iterable[Record]) -> Iterator[FileHeader | Block | FileTrailer]:
+    """Group a record stream into ``FileHeader``, one :class:`Block` per principal, ``FileTrailer``.
+
+    Memory is one block at a time. As with :func:`parse_answer_file`, the file is valid only once the
+    ``FileTrailer`` is yielded.
+    """
+    current: Block | None = None
+    for record in records:
+        if isinstance(record, Transaction):
+            if current is None or record.principal != current.balance.principal:
+                raise ValueError(f"transaction for {record.principal} outside its principal's block")
+            current.transactions.append(record)
+            continue
+        if current is not None:
+            yield current
+            current = None
+        if isinstance(record, Balance):
+            current = Block(record, [])
+        else:
+            yield record
+    if current is not None:
+        yield current
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------------
+def _formatted(record: Any, compiled: _Compiled) -> list[str]:
+    out = []
+    for spec in compiled.specs:
+        value = getattr(record, spec.attribute)
+        if value is None:
+            if not spec.optional:
+                raise ValueError(f"{spec.name} ({spec.attribute}) is required in {type(record).__name__}")
+            out.append("")
+        else:
+            out.append(spec.kind.format(value))
+    return out
+
+
+def write_answer_file(
+    out: BinaryIO | IO[bytes],
+    header: FileHeader,
+    blocks: Iterable[tuple[Balance, Iterable[Transaction]]],
+) -> FileTrailer:
+    """Write an answer file to ``out`` (binary): the header, each principal's block, and the trailer.
+
+    Streams (one record at a time); computes and returns the trailer. Transactions must belong to their
+    block's principal and carry ``sequence`` 1, 2, ... in order; a principal may appear once. ``out`` is
+    flushed, not closed. Raises :class:`ValueError` on a record the layout cannot represent.
+    """
+    if header.layout_version not in SUPPORTED_LAYOUT_VERSIONS:
+        raise ValueError(f"cannot write layout version {header.layout_version!r}")
+    text = io.TextIOWrapper(out, encoding=ENCODING, newline="")  # type: ignore[arg-type]
+    try:
+        writer = csv.writer(text, delimiter=DELIMITER, quotechar='"', lineterminator=LINE_TERMINATOR)
+        writerow = writer.writerow
+        writerow([HEADER, *_formatted(header, _COMPILED[HEADER])])
+        seen: set[str] = set()
+        transaction_count = 0
+        amount_sum = 0
+        compiled_s = _COMPILED[BALANCE]
+        fmt_amount = format_amount
+        fmt_date = dt.date.isoformat
+        for balance, transactions in blocks:
+            principal = normalize_principal_id(balance.principal)
+            if principal != balance.principal:
+                raise ValueError(f"balance principal {balance.principal!r} must be 12 digits ({principal})")
+            if principal in seen:
+                raise ValueError(f"principal {principal} has more than one block")
+            seen.add(principal)
+            writerow([BALANCE, *_formatted(balance, compiled_s)])
+            expected = 0
+            for t in transactions:
+                expected += 1
+                if t.principal != principal or t.sequence != expected:
+                    raise ValueError(
+                        f"transaction {t!r} in the block of {principal} must have principal {principal} "
+                        f"and sequence {expected}"
+                    )
+                s_ore = t.amount_skatteverket_ore
+                k_ore = t.amount_kronofogden_ore
+                if s_ore is None and k_ore is None:
+                    raise ValueError(f"transaction {t!r} has neither amount")
+                text_value = t.text
+                if not text_value or "\n" in text_value or "\r" in text_value:
+                    raise ValueError(f"transaction {t!r} needs a one-line, non-empty text")
+                amount_sum += (s_ore or 0) + (k_ore or 0)
+                interest = t.interest_date
+                writerow(
+                    (
+                        TRANSACTION,
+                        principal,
+                        t.transaction_id or "",
+                        fmt_date(t.transaction_date),
+                        "" if interest is None else fmt_date(interest),
+                        text_value,
+                        "" if s_ore is None else fmt_amount(s_ore),
+                        "" if k_ore is None else fmt_amount(k_ore),
+                    )
+                )
+            transaction_count += expected
+        trailer = FileTrailer(
+            principal_count=len(seen), transaction_count=transaction_count, amount_sum_ore=amount_sum
+        )
+        writerow([TRAILER, *_formatted(trailer, _COMPILED[TRAILER])])
+        text.flush()
+    finally:
+        text.detach()
+    return trailer
+
+
+# Layout self-check: the writer's transaction fast path above writes the T fields in LAYOUT order.
+if [s.attribute for s in _T.specs] != [
+    "principal",
+    "transaction_id",
+    "transaction_date",
+    "interest_date",
+    "text",
+    "amount_skatteverket_ore",
+    "amount_kronofogden_ore",
+]:
+    raise RuntimeError("update write_answer_file's transaction fast path to the changed LAYOUT['T']")

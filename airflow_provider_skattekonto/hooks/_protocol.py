@@ -1,0 +1,265 @@
+"""The HTTP protocol of Skatteverket's API, without I/O ("sans-IO"). No Airflow import.
+
+The hooks describe each exchange as a *plan*: a generator that yields :class:`Send`, :class:`Sleep`,
+:class:`Mask` and :class:`Call` actions and receives their results. A synchronous runner (worker tasks) and an
+asynchronous runner (triggers) perform the actions, so authentication, headers, error handling and
+retries exist once, whichever side runs them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import random
+import time
+import uuid
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from airflow_provider_skattekonto.exceptions import SkattekontoApiError, TokenError
+
+__all__ = [
+    "Call",
+    "Mask",
+    "Plan",
+    "Reply",
+    "RequestSpec",
+    "RetryPolicy",
+    "Send",
+    "Sleep",
+    "TokenCache",
+    "api_error",
+    "new_correlation_id",
+    "transport_error",
+]
+
+CORRELATION_HEADER = "skv_client_correlation_id"
+SERVER_CORRELATION_HEADER = "skv_correlation_id"
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """One HTTP request to send. ``headers`` may hold secrets: never log or repr them."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(repr=False)
+    json_body: Any = None
+    form: Mapping[str, str] | None = field(default=None, repr=False)
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A fully read (small) HTTP answer."""
+
+    status: int
+    headers: Mapping[str, str]
+    text: str
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def json(self) -> Any:
+        return json.loads(self.text) if self.text else None
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send ``request``; the runner sends back a :class:`Reply` or throws the transport error in."""
+
+    request: RequestSpec
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Wait ``seconds`` (real time)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Mask:
+    """Register ``value`` with Airflow's secrets masker before it can reach any log."""
+
+    value: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Call:
+    """Run a blocking function (file-system listing, say); async runners run it in a thread."""
+
+    function: Callable[[], Any]
+
+
+Action: TypeAlias = Send | Sleep | Mask | Call
+Plan: TypeAlias = Generator[Action, Any, Any]
+
+
+def new_correlation_id() -> str:
+    """A fresh ``skv_client_correlation_id``: a random UUID, 36 characters, never reused."""
+    return str(uuid.uuid4())
+
+
+# status -> (retryable, what to do)
+_ADVICE: dict[int, tuple[bool, str]] = {
+    400: (
+        False,
+        "The service found the call invalid; do not retry. Check the connection and report the "
+        "correlation id to Skatteverket if it persists.",
+    ),
+    401: (
+        False,
+        "Unauthorized even with a freshly fetched token: check the API-gateway key "
+        "(extras api_client_id/api_client_secret), the OAuth2 client and that the token's scope is skahmst.",
+    ),
+    403: (
+        False,
+        "The orderer lacks the role 'Juridiskt läsombud Skattekonto' (SKOL), or the certificate "
+        "belongs to another organisation than the representative. Register the SKOL role for your "
+        "principals at Skatteverket (Ombudsbehörigheter) with the same organisation number as the "
+        "certificate; retrying will not help.",
+    ),
+    404: (False, "Wrong URI: check the connection's host (API base URL, e.g. https://api.skatteverket.se)."),
+    405: (
+        False,
+        "Method not allowed: the provider called the API wrongly; please report this with the "
+        "correlation id.",
+    ),
+    406: (
+        False,
+        "Accept header refused: a proxy may be rewriting headers; the provider sends "
+        "Accept: application/json.",
+    ),
+    415: (
+        False,
+        "Content type refused: a proxy may be rewriting headers; the provider sends application/json.",
+    ),
+    429: (True, "Rate limited by Skatteverket: backing off and retrying."),
+    500: (True, "Internal error at Skatteverket: the spec says to call again after 1 minute."),
+    502: (True, "Bad gateway: retrying after the configured delay."),
+    503: (
+        True,
+        "Service not available (answered by another component): the spec says to call again after 1 minute.",
+    ),
+    504: (True, "Timeout at Skatteverket: the spec says to call again after 1 minute."),
+}
+
+
+def _service_message(reply: Reply) -> str | None:
+    """The service's message: JSON ``{"message": ...}``, OAuth2 ``{"error": ...}``, or plain text (503)."""
+    text = reply.text.strip()
+    if not text:
+        return None
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text[:200]
+    if isinstance(body, dict):
+        for key in ("message", "error_description", "error"):
+            if body.get(key):
+                return str(body[key])[:200]
+    return text[:200]
+
+
+def _retry_after(reply: Reply) -> float | None:
+    value = reply.header("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+
+
+def api_error(reply: Reply, request: RequestSpec, *, token_endpoint: bool = False) -> SkattekontoApiError:
+    """The typed error for a non-success ``reply``, with the service's message and what to do."""
+    retryable, advice = _ADVICE.get(
+        reply.status, (reply.status >= 500, "Unexpected answer from the service.")
+    )
+    path = request.url.split("://", 1)[-1].partition("/")[2]
+    kind = TokenError if token_endpoint else SkattekontoApiError
+    if token_endpoint and reply.status in (400, 401):
+        advice = (
+            "The token endpoint refused the client: check login/password (OAuth2 client id/secret), "
+            "grant_type, scope, token_url, and that the organisation certificate is registered for this "
+            "client (designated certificate) or is a valid Expisoft certificate."
+        )
+    return kind(
+        f"{request.method} /{path} answered HTTP {reply.status}",
+        status=reply.status,
+        service_message=_service_message(reply),
+        correlation_id=request.correlation_id,
+        advice=advice,
+        retryable=retryable,
+        retry_after=_retry_after(reply),
+    )
+
+
+def transport_error(exc: BaseException, request: RequestSpec, timeout: float) -> SkattekontoApiError:
+    """The typed, retryable error for a request that got no (complete) answer."""
+    path = request.url.split("://", 1)[-1].partition("/")[2]
+    kind = "timed out" if "Timeout" in type(exc).__name__ else "got no complete answer"
+    return SkattekontoApiError(
+        f"{request.method} /{path} {kind} ({type(exc).__name__}, timeout {timeout:g} s)",
+        status=None,
+        correlation_id=request.correlation_id,
+        advice="The service counts as unavailable; retrying after the configured delay.",
+        retryable=True,
+    )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long and how often to retry retryable failures.
+
+    :param max_seconds: total time budget for waiting between attempts; past it the last error is raised.
+    :param delay_seconds: wait before retrying 5xx answers, timeouts and dropped connections (spec: 60 s),
+        unless the answer carries ``Retry-After``.
+    :param rate_limit_base_seconds: first backoff for 429 without ``Retry-After``; doubles per attempt,
+        capped at ``delay_seconds``.
+    """
+
+    max_seconds: float = 300.0
+    delay_seconds: float = 60.0
+    rate_limit_base_seconds: float = 1.0
+
+    def delay(self, error: SkattekontoApiError, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` after ``error``."""
+        if error.retry_after is not None:
+            return error.retry_after
+        if error.status == 429:
+            backoff = min(self.rate_limit_base_seconds * 2 ** (attempt - 1), max(self.delay_seconds, 1.0))
+            return backoff * random.uniform(1.0, 1.2)
+        return self.delay_seconds
+
+
+@dataclass
+class TokenCache:
+    """An OAuth2 access token kept until shortly before it expires (Skatteverket asks for reuse)."""
+
+    margin_seconds: float = 60.0
+    _token: str | None = field(default=None, repr=False)
+    _expires_at: float = 0.0
+    fetched: int = 0
+
+    def get(self) -> str | None:
+        if self._token and time.monotonic() < self._expires_at:
+            return self._token
+        return None
+
+    def store(self, token: str, expires_in: float) -> None:
+        self._token = token
+        self._expires_at = time.monotonic() + max(0.0, expires_in - min(self.margin_seconds, expires_in / 2))
+        self.fetched += 1
+
+    def invalidate(self) -> None:
+        self._token = None
+        self._expires_at = 0.0

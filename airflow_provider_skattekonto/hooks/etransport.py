@@ -1,0 +1,417 @@
+"""ETransportHook: list and download answer files from E-transport (or an inbox folder) into an archive.
+
+E-transport's protocol is not public, so a *delivery source* sits behind one small interface
+(:class:`DeliverySource`) with two bindings:
+
+* :class:`HttpsSource` (``etransport_url``): HTTPS with the organisation certificate (mutual TLS).
+  Assumed protocol (what the sandbox speaks): ``GET {url}/files?kind=skahmst&morning=YYYY-MM-DD``
+  answers ``{"files": [{"name", "size", "sha256", "delivered_at", ...}]}``; ``GET {url}/files/{name}``
+  streams the bytes and honours ``Range: bytes=N-``.
+* :class:`InboxSource` (``etransport_inbox``): a folder or object-storage URL where an organisation's
+  own E-transport client drops files; an optional ``<name>.sha256`` beside a file gives its checksum.
+
+Downloads stream into the archive (``archive_url``, an Airflow ObjectStoragePath; ``file://`` by
+default) under a temporary name, verify size and SHA-256, then rename: a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
+
+import httpx
+
+from airflow_provider_skattekonto.domain.calendar import STOCKHOLM
+from airflow_provider_skattekonto.domain.remote_files import (
+    DEFAULT_FILE_PATTERN,
+    RemoteFile,
+    check_remote_name,
+    match_file_name,
+)
+from airflow_provider_skattekonto.exceptions import ConfigurationError, SkattekontoApiError, SkattekontoError
+from airflow_provider_skattekonto.hooks._protocol import Call, Plan, RequestSpec
+from airflow_provider_skattekonto.hooks.skattekonto import SkattekontoHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_skattekonto.hooks._connection import SkattekontoConnectionConfig
+
+CHUNK_SIZE = 1 << 20
+
+
+class DownloadError(SkattekontoError):
+    """A download that stayed incomplete or corrupt after its retries; nothing was archived."""
+
+    retryable = True
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """An answer file safely in the archive."""
+
+    file: RemoteFile
+    path: str  # ObjectStoragePath URL
+    sha256: str
+    size: int
+    already_archived: bool = False
+
+    def to_xcom(self) -> dict[str, Any]:
+        """JSON-simple form for XCom (what the loader reads)."""
+        return self.file.to_json() | {
+            "path": self.path,
+            "sha256": self.sha256,
+            "size": self.size,
+            "already_archived": self.already_archived,
+        }
+
+
+class DeliverySource(Protocol):
+    """Where answer files come from."""
+
+    description: str
+
+    def list_plan(
+        self,
+        hook: ETransportHook,
+        config: SkattekontoConnectionConfig,
+        *,
+        delivery_date: dt.date | None,
+        kind: str,
+    ) -> Plan:
+        """A plan returning the files on offer (``list[RemoteFile]``)."""
+        ...
+
+    def open_stream(self, hook: ETransportHook, file: RemoteFile, offset: int) -> Iterator[bytes]:
+        """The file's bytes from ``offset`` (sync; raises on a broken stream)."""
+        ...
+
+
+class HttpsSource:
+    """E-transport over HTTPS with the organisation certificate."""
+
+    def __init__(self, url: str, file_pattern: str) -> None:
+        self.url = url.rstrip("/")
+        self.file_pattern = file_pattern
+        self.description = f"E-transport at {self.url}"
+
+    def list_plan(
+        self,
+        hook: ETransportHook,
+        config: SkattekontoConnectionConfig,
+        *,
+        delivery_date: dt.date | None,
+        kind: str,
+    ) -> Plan:
+        query = f"?kind={quote(kind)}" + (f"&morning={delivery_date.isoformat()}" if delivery_date else "")
+
+        def build(_: str | None) -> RequestSpec:
+            return RequestSpec("GET", f"{self.url}/files{query}", headers={"Accept": "application/json"})
+
+        reply = yield from hook._exchange_plan(config, build, authenticated=False, quiet=True)
+        try:
+            entries = reply.json()["files"]
+            files = [_remote_from_listing(entry, kind, self.file_pattern) for entry in entries]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SkattekontoApiError(
+                f"{self.description} answered a file listing this provider cannot read ({exc})",
+                status=reply.status,
+                advice="Check etransport_url; the listing must be {'files': [{'name', 'size', 'sha256', ...}]}.",
+            ) from None
+        return _unique(files)
+
+    def open_stream(self, hook: ETransportHook, file: RemoteFile, offset: int) -> Iterator[bytes]:
+        client = hook.get_conn()
+        headers = {"Accept": "*/*"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        url = f"{self.url}/files/{quote(file.name)}"
+        with client.stream("GET", url, headers=headers) as response:
+            if response.status_code not in (200, 206):
+                response.read()
+                raise SkattekontoApiError(
+                    f"GET {url} answered HTTP {response.status_code}",
+                    status=response.status_code,
+                    service_message=response.text[:200],
+                    advice="410/404: E-transport no longer keeps this file (see the sensor's when_missing).",
+                    retryable=response.status_code >= 500 or response.status_code == 429,
+                )
+            if offset and response.status_code == 200:
+                raise _RestartDownload()
+            yield from response.iter_bytes(CHUNK_SIZE)
+
+
+class InboxSource:
+    """A folder or object-storage prefix filled by the organisation's own E-transport client."""
+
+    def __init__(self, url: str, file_pattern: str) -> None:
+        self.url = url
+        self.file_pattern = file_pattern
+        self.description = f"E-transport inbox {url}"
+
+    def _root(self) -> ObjectStoragePath:
+        from airflow.sdk import ObjectStoragePath
+
+        return ObjectStoragePath(self.url)
+
+    def _scan(self, delivery_date: dt.date | None, kind: str) -> list[RemoteFile]:
+        root = self._root()
+        if not root.exists():
+            raise ConfigurationError(f"{self.description} does not exist; create it or fix etransport_inbox")
+        files = []
+        for entry in sorted(root.iterdir(), key=lambda p: p.name):
+            matched = match_file_name(entry.name, self.file_pattern)
+            if matched is None or not entry.is_file():
+                continue
+            orderer, day = matched
+            if delivery_date is not None and day != delivery_date:
+                continue
+            sidecar = root / f"{entry.name}.sha256"
+            checksum = sidecar.read_text().split()[0].lower() if sidecar.exists() else None
+            info = entry.stat()
+            files.append(
+                RemoteFile(
+                    name=check_remote_name(entry.name),
+                    size=info.st_size,
+                    sha256=checksum,
+                    delivered_at=dt.datetime.fromtimestamp(info.st_mtime, STOCKHOLM),
+                    delivery_date=day,
+                    orderer=orderer,
+                    kind=kind,
+                )
+            )
+        return files
+
+    def list_plan(
+        self,
+        hook: ETransportHook,
+        config: SkattekontoConnectionConfig,
+        *,
+        delivery_date: dt.date | None,
+        kind: str,
+    ) -> Plan:
+        files: list[RemoteFile] = yield Call(lambda: self._scan(delivery_date, kind))
+        return files
+
+    def open_stream(self, hook: ETransportHook, file: RemoteFile, offset: int) -> Iterator[bytes]:
+        with (self._root() / file.name).open("rb") as handle:
+            handle.seek(offset)
+            while chunk := handle.read(CHUNK_SIZE):
+                yield chunk
+
+
+class _RestartDownload(Exception):
+    """The source ignored our Range request: start over from byte 0."""
+
+
+def _remote_from_listing(entry: dict[str, Any], kind: str, pattern: str) -> RemoteFile:
+    name = check_remote_name(entry["name"])
+    matched = match_file_name(name, pattern)
+    orderer, day = matched if matched else (entry.get("orderer"), None)
+    if entry.get("delivery_morning"):
+        day = dt.datetime.fromisoformat(str(entry["delivery_morning"])).date()
+    delivered = entry.get("delivered_at")
+    return RemoteFile(
+        name=name,
+        size=int(entry["size"]) if entry.get("size") is not None else None,
+        sha256=str(entry["sha256"]).lower() if entry.get("sha256") else None,
+        delivered_at=dt.datetime.fromisoformat(delivered) if delivered else None,
+        delivery_date=day,
+        orderer=orderer or entry.get("orderer"),
+        kind=entry.get("kind") or kind,
+    )
+
+
+def _unique(files: list[RemoteFile]) -> list[RemoteFile]:
+    """Drop repeated listings of the same file (same name and checksum)."""
+    seen: dict[str, RemoteFile] = {}
+    for file in files:
+        earlier = seen.get(file.name)
+        if earlier is not None and earlier.sha256 != file.sha256:
+            raise SkattekontoApiError(
+                f"The source lists {file.name} twice with different checksums",
+                status=None,
+                advice="Ask whoever runs the file source which one is right; nothing was downloaded.",
+            )
+        seen[file.name] = file
+    return list(seen.values())
+
+
+class ETransportHook(SkattekontoHook):
+    """Lists and downloads answer files, with the ``skattekonto`` connection's certificate.
+
+    :param file_pattern: regular expression for answer-file names, with optional named groups
+        ``orderer`` (10 digits) and ``date`` (YYYYMMDD); default ``SKAHMST_<orgnr>_<YYYYMMDD>_<NNN>.txt``.
+    :param download_attempts: attempts per download (broken streams resume with ``Range``).
+    """
+
+    hook_name = "Skatteverket E-transport"
+
+    def __init__(
+        self,
+        skattekonto_conn_id: str = SkattekontoHook.default_conn_name,
+        *,
+        file_pattern: str = DEFAULT_FILE_PATTERN,
+        download_attempts: int = 4,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(skattekonto_conn_id, **kwargs)
+        self.file_pattern = file_pattern
+        self.download_attempts = max(1, download_attempts)
+
+    def source(self, config: SkattekontoConnectionConfig | None = None) -> DeliverySource:
+        """The configured delivery source."""
+        config = config or self.config
+        if config.etransport_url and config.etransport_inbox:
+            raise ConfigurationError(
+                f"Connection {config.conn_id!r}: set either etransport_url or etransport_inbox, not both"
+            )
+        if config.etransport_url:
+            return HttpsSource(config.etransport_url, self.file_pattern)
+        if config.etransport_inbox:
+            return InboxSource(config.etransport_inbox, self.file_pattern)
+        raise ConfigurationError(
+            f"Connection {config.conn_id!r}: no E-transport source; set extra 'etransport_url' (HTTPS) or "
+            "'etransport_inbox' (the folder your E-transport client fills)"
+        )
+
+    def archive_root(self) -> ObjectStoragePath:
+        """Where downloaded files are archived: ``archive_url``, else ``$AIRFLOW_HOME/skattekonto/archive``."""
+        from airflow.sdk import ObjectStoragePath
+
+        url = self.config.archive_url
+        if not url:
+            home = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
+            url = (home / "skattekonto" / "archive").resolve().as_uri()
+        return ObjectStoragePath(url)
+
+    # -- listing ------------------------------------------------------------------------------------
+    def _filter(self, files: list[RemoteFile], delivery_date: dt.date | None) -> list[RemoteFile]:
+        orderer = self.config.orderer_organisation_number
+        return [
+            f
+            for f in files
+            if (delivery_date is None or f.delivery_date in (None, delivery_date))
+            and (orderer is None or f.orderer in (None, orderer))
+        ]
+
+    def list_files(self, *, delivery_date: dt.date | None = None, kind: str = "skahmst") -> list[RemoteFile]:
+        """Answer files on offer, optionally only those of one delivery morning."""
+        config = self.config
+        files = self.run_plan(
+            self.source(config).list_plan(self, config, delivery_date=delivery_date, kind=kind)
+        )
+        return self._filter(files, delivery_date)
+
+    async def alist_files(
+        self, *, delivery_date: dt.date | None = None, kind: str = "skahmst"
+    ) -> list[RemoteFile]:
+        """Async :meth:`list_files` (triggers)."""
+        config = await self.aconfig()
+        files = await self.arun_plan(
+            self.source(config).list_plan(self, config, delivery_date=delivery_date, kind=kind)
+        )
+        return self._filter(files, delivery_date)
+
+    # -- download -----------------------------------------------------------------------------------
+    def download(self, file: RemoteFile, target_dir: ObjectStoragePath | str | None = None) -> StoredFile:
+        """Stream ``file`` into ``target_dir`` (default: the archive, by orderer and date), atomically.
+
+        Broken streams resume from where they stopped; a size or checksum mismatch starts over; after
+        ``download_attempts`` a :class:`DownloadError` is raised and nothing is left in the target.
+        """
+        from airflow.sdk import ObjectStoragePath
+
+        check_remote_name(file.name)
+        if target_dir is None:
+            root = self.archive_root()
+            folder = (
+                root
+                / (file.orderer or "unknown")
+                / (file.delivery_date.isoformat() if file.delivery_date else "undated")
+            )
+        else:
+            folder = ObjectStoragePath(target_dir) if isinstance(target_dir, str) else target_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / file.name
+        if file.sha256 and final.exists() and _sha256_of(final) == file.sha256:
+            self.log.info(
+                "%s is already archived at %s (same SHA-256); not downloading again", file.name, final
+            )
+            return StoredFile(file, str(final), file.sha256, final.stat().st_size, already_archived=True)
+
+        source = self.source()
+        part = folder / f".{file.name}.{uuid.uuid4().hex}.part"
+        last_problem = "no attempt made"
+        try:
+            for attempt in range(1, self.download_attempts + 1):
+                digest, size, last_problem = self._fetch_into(source, file, part)
+                if digest is not None:
+                    part.replace(final)
+                    self.log.info("Archived %s (%d bytes, sha256 %s) at %s", file.name, size, digest, final)
+                    return StoredFile(file, str(final), digest, size)
+                self.log.warning("Download of %s, attempt %d: %s", file.name, attempt, last_problem)
+                if attempt < self.download_attempts:
+                    self._pause(attempt)
+        finally:
+            if part.exists():
+                part.unlink()
+        raise DownloadError(
+            f"Could not download {file.name} from {source.description} after {self.download_attempts} "
+            f"attempts: {last_problem}. Nothing was archived; the task can be retried."
+        )
+
+    def _pause(self, attempt: int) -> None:
+        import time
+
+        time.sleep(min(self.config.retry_delay_seconds * attempt, 60.0))
+
+    def _fetch_into(
+        self, source: DeliverySource, file: RemoteFile, part: ObjectStoragePath
+    ) -> tuple[str | None, int, str]:
+        """One attempt, resuming broken streams; (sha256, size, '') on success, else (None, size, why)."""
+        hasher = hashlib.sha256()
+        written = 0
+        with part.open("wb") as out:
+            for _ in range(self.download_attempts):
+                try:
+                    for chunk in source.open_stream(self, file, written):
+                        out.write(chunk)
+                        hasher.update(chunk)
+                        written += len(chunk)
+                        if file.size is not None and written > file.size:
+                            return None, written, f"more bytes than the {file.size} listed"
+                    break
+                except _RestartDownload:
+                    return None, written, "the source ignored the resume request; starting over"
+                except httpx.TransportError as exc:
+                    self.log.warning(
+                        "Stream of %s broke after %d bytes (%s); resuming",
+                        file.name,
+                        written,
+                        type(exc).__name__,
+                    )
+                    continue
+            else:
+                return None, written, f"the stream kept breaking (last at byte {written})"
+        if file.size is not None and written != file.size:
+            return None, written, f"got {written} bytes, the listing said {file.size} (truncated)"
+        digest = hasher.hexdigest()
+        if file.sha256 is not None and digest != file.sha256:
+            return None, written, f"SHA-256 {digest} differs from the listed {file.sha256} (corrupt)"
+        return digest, written, ""
+
+
+def _sha256_of(path: ObjectStoragePath) -> str:
+    hasher = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_SIZE):
+            hasher.update(chunk)
+    return hasher.hexdigest()

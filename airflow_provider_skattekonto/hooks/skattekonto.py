@@ -1,0 +1,576 @@
+"""SkattekontoHook: OAuth2 + mutual TLS access to Skatteverket's Skattekonto bulk service (scope skahmst)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from airflow.sdk import BaseHook
+
+from airflow_provider_skattekonto import __version__
+from airflow_provider_skattekonto.domain.calendar import STOCKHOLM, ServiceCalendar
+from airflow_provider_skattekonto.exceptions import (
+    CertificateError,
+    ConfigurationError,
+    ServiceClosedError,
+    SkattekontoApiError,
+    SkattekontoError,
+    TokenError,
+)
+from airflow_provider_skattekonto.hooks._connection import SkattekontoConnectionConfig, parse_connection
+from airflow_provider_skattekonto.hooks._protocol import (
+    CORRELATION_HEADER,
+    SERVER_CORRELATION_HEADER,
+    Call,
+    Mask,
+    Plan,
+    Reply,
+    RequestSpec,
+    RetryPolicy,
+    Send,
+    Sleep,
+    TokenCache,
+    api_error,
+    new_correlation_id,
+    transport_error,
+)
+
+if TYPE_CHECKING:
+    import ssl
+
+    from airflow_provider_skattekonto.domain.certificates import LoadedCertificate
+
+BESTALL_PATH = "/beskattning/skattekonto/huvudmans-saldo-och-transaktioner/v1/bestall"
+SANDBOX_CLOCK_PATH = "/_sandbox/clock"
+USER_AGENT = f"airflow-provider-skattekonto/{__version__}"
+EXPIRY_WARNING_DAYS = 30
+
+
+@dataclass(frozen=True)
+class ClockReading:
+    """The service's time now, and how fast it runs against real time (1.0 except on the sandbox)."""
+
+    now: dt.datetime
+    speed: float = 1.0
+
+    def real_seconds_until(self, moment: dt.datetime) -> float:
+        """Real seconds until ``moment`` on this clock (negative when past)."""
+        return (moment - self.now).total_seconds() / self.speed
+
+
+@dataclass(frozen=True)
+class BestallResult:
+    """An accepted order (HTTP 202)."""
+
+    correlation_id: str
+    server_correlation_id: str | None
+    ordered_at: dt.datetime
+    delivery_morning: dt.datetime
+    status: int = 202
+
+    def to_xcom(self) -> dict[str, Any]:
+        """JSON-simple form for XCom."""
+        return {
+            "ordered": True,
+            "correlation_id": self.correlation_id,
+            "server_correlation_id": self.server_correlation_id,
+            "ordered_at": self.ordered_at.isoformat(),
+            "delivery_morning": self.delivery_morning.isoformat(),
+            "status": self.status,
+        }
+
+
+class SkattekontoHook(BaseHook):
+    """Talks to Skatteverket's Skattekonto API with the organisation certificate.
+
+    :param skattekonto_conn_id: a connection of type ``skattekonto`` (see README for its fields).
+    :param timeout: per-request timeout in seconds (default: the connection's, else 30).
+    :param retry_max_seconds: total time budget for retries (default: the connection's, else 300).
+    :param retry_delay_seconds: wait before retrying 5xx/timeouts (default: the connection's, else 60).
+    """
+
+    conn_name_attr = "skattekonto_conn_id"
+    default_conn_name = "skattekonto_default"
+    conn_type = "skattekonto"
+    hook_name = "Skatteverket Skattekonto"
+
+    def __init__(
+        self,
+        skattekonto_conn_id: str = default_conn_name,
+        *,
+        timeout: float | None = None,
+        retry_max_seconds: float | None = None,
+        retry_delay_seconds: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.skattekonto_conn_id = skattekonto_conn_id
+        self._overrides = {
+            "timeout": timeout,
+            "retry_max_seconds": retry_max_seconds,
+            "retry_delay_seconds": retry_delay_seconds,
+        }
+        self._config: SkattekontoConnectionConfig | None = None
+        self._certificate: LoadedCertificate | None = None
+        self._ssl_context: ssl.SSLContext | None = None
+        self._client: httpx.Client | None = None
+        self._async_client: httpx.AsyncClient | None = None
+        self.tokens = TokenCache()
+
+    # -- configuration -----------------------------------------------------------------------------
+    def _parse(self, conn: Any, extra: dict[str, Any]) -> SkattekontoConnectionConfig:
+        extra = {k.removeprefix("extra__skattekonto__"): v for k, v in extra.items()}
+        for key, value in self._overrides.items():
+            if value is not None:
+                extra[key] = value
+        return parse_connection(
+            self.skattekonto_conn_id, host=conn.host, login=conn.login, password=conn.password, extra=extra
+        )
+
+    @property
+    def config(self) -> SkattekontoConnectionConfig:
+        """The validated connection (read once per hook)."""
+        if self._config is None:
+            from airflow.sdk.log import mask_secret
+
+            conn = self.get_connection(self.skattekonto_conn_id)
+            config = self._parse(conn, conn.extra_dejson)
+            for secret in config.secrets():
+                mask_secret(secret)
+            self._config = config
+        return self._config
+
+    async def aconfig(self) -> SkattekontoConnectionConfig:
+        """:attr:`config` for async code (triggers): never calls the sync connection API."""
+        if self._config is None:
+            from airflow.sdk.log import amask_secret
+
+            conn = await self.aget_connection(self.skattekonto_conn_id)
+            aextra = getattr(conn, "aextra_dejson", None)
+            extra = await aextra() if aextra is not None else conn.extra_dejson
+            config = self._parse(conn, extra)
+            for secret in config.secrets():
+                await amask_secret(secret)
+            self._config = config
+        return self._config
+
+    @property
+    def calendar(self) -> ServiceCalendar:
+        """The service calendar, with the connection's extra closed dates."""
+        return self.config.calendar
+
+    def _retry_policy(self, config: SkattekontoConnectionConfig) -> RetryPolicy:
+        return RetryPolicy(max_seconds=config.retry_max_seconds, delay_seconds=config.retry_delay_seconds)
+
+    # -- certificate and TLS -----------------------------------------------------------------------
+    def load_certificate(self) -> LoadedCertificate:
+        """Load and check the organisation certificate (org number, Luhn, expiry, expected orderer)."""
+        if self._certificate is None:
+            self._certificate = self._load_certificate(self.config)
+        return self._certificate
+
+    def _load_certificate(self, config: SkattekontoConnectionConfig) -> LoadedCertificate:
+        from airflow_provider_skattekonto.domain import certificates
+
+        source = config.certificate_source
+        try:
+            if config.certificate_p12_path or config.certificate_p12_base64:
+                if config.certificate_p12_path:
+                    data = Path(config.certificate_p12_path).expanduser().read_bytes()
+                else:
+                    data = base64.b64decode(config.certificate_p12_base64 or "", validate=True)
+                loaded = certificates.load_pkcs12(data, config.certificate_password, source=source)
+            else:
+                cert_pem = Path(config.certificate_pem_path or "").expanduser().read_bytes()
+                key_pem = Path(config.private_key_pem_path or "").expanduser().read_bytes()
+                loaded = certificates.load_pem(cert_pem, key_pem, config.certificate_password, source=source)
+        except OSError as exc:
+            raise CertificateError(
+                f"Cannot read the organisation certificate ({source}): {exc.strerror or exc}. The file must "
+                "exist on every worker and triggerer that runs this connection's tasks."
+            ) from None
+        except ValueError:
+            raise CertificateError(f"certificate_p12_base64 is not valid base64 ({source})") from None
+        for warning in certificates.validate_for_orderer(
+            loaded, config.orderer_organisation_number, now=dt.datetime.now(dt.timezone.utc)
+        ):
+            self.log.warning("%s", warning)
+        return loaded
+
+    def _build_ssl_context(self, config: SkattekontoConnectionConfig) -> ssl.SSLContext:
+        """TLS 1.2+, server verified (system/certifi CAs or ``ca_bundle_path``), certificate presented."""
+        import ssl
+
+        from airflow_provider_skattekonto.domain import certificates
+
+        if self._certificate is None:
+            self._certificate = self._load_certificate(config)
+        if config.ca_bundle_path:
+            if not Path(config.ca_bundle_path).expanduser().is_file():
+                raise ConfigurationError(
+                    f"Connection {config.conn_id!r}: ca_bundle_path {config.ca_bundle_path!r} is not a file"
+                )
+            context = ssl.create_default_context(cafile=str(Path(config.ca_bundle_path).expanduser()))
+        else:
+            import certifi
+
+            context = ssl.create_default_context(cafile=certifi.where())
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        certificates.load_client_certificate_into(context, self._certificate)
+        return context
+
+    def _client_settings(self, config: SkattekontoConnectionConfig) -> dict[str, Any]:
+        if self._ssl_context is None:
+            self._ssl_context = self._build_ssl_context(config)
+        return {
+            "verify": self._ssl_context,
+            "timeout": httpx.Timeout(config.timeout),
+            "follow_redirects": False,
+            "headers": {"User-Agent": USER_AGENT},
+            "trust_env": False,
+        }
+
+    def get_conn(self) -> httpx.Client:
+        """The HTTP client (mutual TLS), created once per hook."""
+        if self._client is None:
+            self._client = httpx.Client(**self._client_settings(self.config))
+        return self._client
+
+    async def aget_conn(self) -> httpx.AsyncClient:
+        """The async HTTP client (mutual TLS), created once per hook."""
+        if self._async_client is None:
+            config = await self.aconfig()
+            settings = await asyncio.to_thread(self._client_settings, config)
+            self._async_client = httpx.AsyncClient(**settings)
+        return self._async_client
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def aclose(self) -> None:
+        """Close the async HTTP client."""
+        if self._async_client is not None:
+            await self._async_client.aclose()
+            self._async_client = None
+
+    # -- runners: the only places that do I/O for plans ---------------------------------------------
+    def run_plan(self, plan: Plan) -> Any:
+        """Drive ``plan`` synchronously and return its result."""
+        from airflow.sdk.log import mask_secret
+
+        client = self.get_conn()
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                action = plan.throw(error) if error is not None else plan.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value, error = None, None
+            if isinstance(action, Send):
+                try:
+                    value = _read(client.send(_build(client, action.request)))
+                except httpx.TransportError as exc:
+                    error = exc
+            elif isinstance(action, Sleep):
+                time.sleep(action.seconds)
+            elif isinstance(action, Mask):
+                mask_secret(action.value)
+            elif isinstance(action, Call):
+                try:
+                    value = action.function()
+                except Exception as exc:
+                    error = exc
+
+    async def arun_plan(self, plan: Plan) -> Any:
+        """Drive ``plan`` asynchronously (triggers) and return its result."""
+        from airflow.sdk.log import amask_secret
+
+        client = await self.aget_conn()
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                action = plan.throw(error) if error is not None else plan.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value, error = None, None
+            if isinstance(action, Send):
+                try:
+                    value = _read(await client.send(_build(client, action.request)))
+                except httpx.TransportError as exc:
+                    error = exc
+            elif isinstance(action, Sleep):
+                await asyncio.sleep(action.seconds)
+            elif isinstance(action, Mask):
+                await amask_secret(action.value)
+            elif isinstance(action, Call):
+                try:
+                    value = await asyncio.to_thread(action.function)
+                except Exception as exc:
+                    error = exc
+
+    # -- plans --------------------------------------------------------------------------------------
+    def _exchange_plan(
+        self,
+        config: SkattekontoConnectionConfig,
+        build: Callable[[str | None], RequestSpec],
+        *,
+        authenticated: bool,
+        token_endpoint: bool = False,
+        expect: tuple[int, ...] = (200,),
+        before_retry: Callable[[], Plan] | None = None,
+        quiet: bool = False,
+    ) -> Plan:
+        """One logical call with retries: 401 refreshes the token once; 429/5xx/timeouts back off."""
+        policy = self._retry_policy(config)
+        deadline = time.monotonic() + policy.max_seconds
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            token = (yield from self._token_plan(config)) if authenticated else None
+            request = build(token)
+            try:
+                reply: Reply = yield Send(request)
+            except httpx.TransportError as exc:
+                error = transport_error(exc, request, config.timeout)
+                self.log.warning("%s", error)
+            else:
+                if not quiet:
+                    self._log_exchange(request, reply)
+                if reply.status in expect:
+                    return reply
+                if reply.status == 401 and authenticated and not refreshed:
+                    self.log.warning(
+                        "401 Unauthorized (%s=%s): fetching a new token and trying once more",
+                        CORRELATION_HEADER,
+                        request.correlation_id,
+                    )
+                    self.tokens.invalidate()
+                    refreshed = True
+                    continue
+                error = api_error(reply, request, token_endpoint=token_endpoint)
+            if not error.retryable:
+                raise error
+            delay = policy.delay(error, attempt)
+            if time.monotonic() + delay > deadline:
+                raise type(error)(
+                    f"Gave up after {attempt} attempt(s) within the retry budget of {policy.max_seconds:g} s "
+                    f"(retry_max_seconds); last error: {error}",
+                    status=error.status,
+                    correlation_id=error.correlation_id,
+                    advice="Check Skatteverket's service status; the task may be retried later.",
+                    retryable=True,
+                ) from None
+            self.log.warning("Attempt %d failed; retrying in %.1f s", attempt, delay)
+            yield Sleep(delay)
+            if before_retry is not None:
+                yield from before_retry()
+
+    def _token_plan(self, config: SkattekontoConnectionConfig) -> Plan:
+        """A cached access token, or a new one from the token endpoint (mutual TLS)."""
+        token = self.tokens.get()
+        if token is not None:
+            return token
+        form = {"grant_type": config.grant_type, "client_id": config.oauth_client_id, "scope": config.scope}
+        if config.oauth_client_secret:
+            form["client_secret"] = config.oauth_client_secret
+        if config.grant_type == "refresh_token":
+            form["refresh_token"] = config.refresh_token or ""
+
+        def build(_: str | None) -> RequestSpec:
+            return RequestSpec("POST", config.token_url, headers={"Accept": "application/json"}, form=form)
+
+        reply = yield from self._exchange_plan(config, build, authenticated=False, token_endpoint=True)
+        try:
+            body = reply.json()
+            token = str(body["access_token"])
+            expires_in = float(body.get("expires_in", 3600))
+        except (ValueError, KeyError, TypeError):
+            raise TokenError(
+                "The token endpoint answered 200 without a usable access_token",
+                status=reply.status,
+                advice=f"Check token_url ({config.token_url}).",
+            ) from None
+        yield Mask(token)
+        rotated = body.get("refresh_token")
+        if rotated and rotated != config.refresh_token:
+            yield Mask(str(rotated))
+            self.log.warning(
+                "The token endpoint returned a new refresh token; store it in connection %r (extra "
+                "refresh_token) before the old one stops working.",
+                config.conn_id,
+            )
+        self.tokens.store(token, expires_in)
+        self.log.info("Fetched an access token (scope %s, expires in %.0f s)", config.scope, expires_in)
+        return token
+
+    def _clock_plan(self, config: SkattekontoConnectionConfig) -> Plan:
+        """The service's clock: real time, or the sandbox's controllable clock when configured."""
+        if not config.sandbox_clock:
+            return ClockReading(now=dt.datetime.now(STOCKHOLM))
+
+        def build(_: str | None) -> RequestSpec:
+            return RequestSpec(
+                "GET", config.base_url + SANDBOX_CLOCK_PATH, headers={"Accept": "application/json"}
+            )
+
+        reply = yield from self._exchange_plan(config, build, authenticated=False, quiet=True)
+        body = reply.json()
+        now = dt.datetime.fromisoformat(body["now"]).astimezone(STOCKHOLM)
+        return ClockReading(now=now, speed=float(body.get("speed", 1.0)) or 1.0)
+
+    def _bestall_plan(self, config: SkattekontoConnectionConfig) -> Plan:
+        calendar = config.calendar
+
+        def check_open() -> Plan:
+            reading = yield from self._clock_plan(config)
+            if not calendar.is_service_open(reading.now):
+                raise ServiceClosedError(calendar.next_service_opening(reading.now))
+            return reading
+
+        before: ClockReading = yield from check_open()
+        sent: list[RequestSpec] = []
+
+        def build(token: str | None) -> RequestSpec:
+            correlation_id = new_correlation_id()
+            request = RequestSpec(
+                "POST",
+                config.base_url + BESTALL_PATH,
+                headers={
+                    "Accept": "application/json",
+                    "Content-Type": "application/json",
+                    "Authorization": f"Bearer {token}",
+                    "client_id": config.api_client_id,
+                    "client_secret": config.api_client_secret,
+                    CORRELATION_HEADER: correlation_id,
+                },
+                json_body={},
+                correlation_id=correlation_id,
+            )
+            sent.append(request)
+            return request
+
+        reply = yield from self._exchange_plan(
+            config, build, authenticated=True, expect=(202,), before_retry=check_open
+        )
+        after: ClockReading = yield from self._clock_plan(config)
+        delivery = calendar.delivery_for(before.now)
+        late = calendar.delivery_for(after.now)
+        if late != delivery:
+            self.log.warning(
+                "The order was sent at %s and answered at %s, across the 03:00 cutoff: assuming it lands "
+                "in the later file (%s).",
+                before.now.isoformat(),
+                after.now.isoformat(),
+                late.isoformat(),
+            )
+            delivery = late
+        result = BestallResult(
+            correlation_id=sent[-1].correlation_id or "",
+            server_correlation_id=reply.header(SERVER_CORRELATION_HEADER),
+            ordered_at=before.now,
+            delivery_morning=delivery,
+            status=reply.status,
+        )
+        self.log.info(
+            "Order accepted (HTTP %d), %s=%s; its answer file is due on E-transport by %s",
+            reply.status,
+            CORRELATION_HEADER,
+            result.correlation_id,
+            delivery.isoformat(),
+        )
+        return result
+
+    def _log_exchange(self, request: RequestSpec, reply: Reply) -> None:
+        """Log the call and both correlation ids (sent and echoed); never headers or bodies."""
+        self.log.info(
+            "%s %s -> HTTP %d; %s sent=%s echoed=%s; %s=%s",
+            request.method,
+            request.url.split("?", 1)[0],
+            reply.status,
+            CORRELATION_HEADER,
+            request.correlation_id or "-",
+            reply.header(CORRELATION_HEADER) or "-",
+            SERVER_CORRELATION_HEADER,
+            reply.header(SERVER_CORRELATION_HEADER) or "-",
+        )
+
+    # -- public API ---------------------------------------------------------------------------------
+    def bestall(self) -> BestallResult:
+        """Place the order (POST bestall). Raises :class:`ServiceClosedError` in 03:00-05:00."""
+        return self.run_plan(self._bestall_plan(self.config))
+
+    def service_clock(self) -> ClockReading:
+        """The service's clock (real time, or the sandbox's)."""
+        return self.run_plan(self._clock_plan(self.config))
+
+    async def aservice_clock(self) -> ClockReading:
+        """Async :meth:`service_clock`."""
+        return await self.arun_plan(self._clock_plan(await self.aconfig()))
+
+    def service_now(self) -> dt.datetime:
+        """Now, in Europe/Stockholm, on the service's clock."""
+        return self.service_clock().now
+
+    def get_token(self) -> str:
+        """A valid access token (cached until shortly before expiry)."""
+        return self.run_plan(self._token_plan(self.config))
+
+    def wait_until(self, moment: dt.datetime, *, max_step_seconds: float = 60.0) -> None:
+        """Block until ``moment`` on the service clock (for non-deferrable mode)."""
+        while True:
+            remaining = self.service_clock().real_seconds_until(moment)
+            if remaining <= 0:
+                return
+            time.sleep(min(remaining, max_step_seconds))
+
+    def certificate_summary(self) -> str:
+        """Organisation number and validity of the configured certificate, for messages."""
+        loaded = self.load_certificate()
+        days = loaded.days_left(dt.datetime.now(dt.timezone.utc))
+        return (
+            f"organisation {loaded.organisation_number}, certificate valid until "
+            f"{loaded.not_valid_after:%Y-%m-%d} ({days:.0f} days left)"
+        )
+
+    def test_connection(self) -> tuple[bool, str]:
+        """For the UI's Test button: load the certificate and fetch a token."""
+        try:
+            summary = self.certificate_summary()
+            self.get_token()
+            reading = self.service_clock()
+            state = "open" if self.calendar.is_service_open(reading.now) else "closed (03:00-05:00)"
+            return True, f"Token fetched for {summary}; the service is {state} now."
+        except SkattekontoError as exc:
+            return False, str(exc)
+        finally:
+            self.close()
+
+
+def _build(client: httpx.Client | httpx.AsyncClient, spec: RequestSpec) -> httpx.Request:
+    return client.build_request(
+        spec.method, spec.url, headers=dict(spec.headers), json=spec.json_body, data=spec.form
+    )
+
+
+def _read(response: httpx.Response) -> Reply:
+    return Reply(
+        status=response.status_code,
+        headers={k.lower(): v for k, v in response.headers.items()},
+        text=response.text,
+    )
+
+
+__all__ = ["BestallResult", "ClockReading", "SkattekontoApiError", "SkattekontoHook"]

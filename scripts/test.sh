@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install the provider with its test dependencies into .venv, then run lint, type checks and the tests.
+# Usage: scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+
+# PostgreSQL tests must run under CI: start the local server if it is installed but stopped.
+if [ -n "${CI:-}" ] && command -v pg_ctlcluster >/dev/null 2>&1; then
+  if ! .venv/bin/python -c "import socket; socket.create_connection(('127.0.0.1', 5432), 2)" 2>/dev/null; then
+    echo "PostgreSQL is not answering on 127.0.0.1:5432; starting it"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
+  fi
+fi
+
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+.venv/bin/python -m pytest -n 2 --dist loadgroup -q "$@"
