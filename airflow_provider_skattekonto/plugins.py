@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from airflow_provider_skattekonto.timetables.delivery import DeliveryMorningTimetable
+
 
 class SkattekontoPlugin(AirflowPlugin):
-    """Registers the delivery-morning timetable."""
+    """Registers :class:`DeliveryMorningTimetable`."""
 
     name = "skattekonto"
-    timetables: list[type] = []
+    timetables = [DeliveryMorningTimetable]

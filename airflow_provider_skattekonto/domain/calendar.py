@@ -42,9 +42,7 @@ def swedish_closed_days(year: int) -> frozenset[dt.date]:
     """Swedish public holidays plus midsommarafton, julafton and nyårsafton in ``year`` (no Sundays)."""
     import holidays  # imported here: it is not needed to parse a DAG file
 
-    calendar = holidays.country_holidays(
-        "SE", years=year, categories=("public", "de_facto"), include_sundays=False
-    )
+    calendar = holidays.country_holidays("SE", years=year, categories=("public", "de_facto"), include_sundays=False)
     return frozenset(calendar.keys())
 
 
@@ -76,11 +74,7 @@ class ServiceCalendar:
     # -- business days --------------------------------------------------------------------------
     def is_business_day(self, day: dt.date) -> bool:
         """True when a file is produced on the morning of ``day``."""
-        return (
-            day.weekday() < 5
-            and day not in swedish_closed_days(day.year)
-            and day not in self.extra_closed_dates
-        )
+        return day.weekday() < 5 and day not in swedish_closed_days(day.year) and day not in self.extra_closed_dates
 
     def next_business_day(self, day: dt.date, *, include_self: bool = False) -> dt.date:
         """The first business day after ``day`` (or ``day`` itself when ``include_self`` and it is one)."""
@@ -178,6 +172,28 @@ class ServiceCalendar:
         local = _require_aware(before, "before").astimezone(STOCKHOLM)
         day = local.date() if local.time() > DELIVERY_TIME else local.date() - dt.timedelta(days=1)
         return _at(self.previous_business_day(day, include_self=True), DELIVERY_TIME)
+
+    def file_wait_window(
+        self, requested: dt.datetime, deadline: dt.time = dt.time(10, 0)
+    ) -> tuple[dt.datetime, dt.datetime, str]:
+        """(delivery morning, deadline, note) for waiting on the file of ``requested``.
+
+        If ``requested`` is not a delivery morning (a weekend, a holiday, another hour), the wait moves
+        to the next business morning on or after its date, and ``note`` says why. The deadline is
+        ``deadline`` o'clock on the delivery morning's day; it must be after 07:00.
+        """
+        if deadline <= DELIVERY_TIME:
+            raise ValueError(f"The deadline {deadline:%H:%M} must be after the 07:00 delivery time")
+        local = _require_aware(requested, "requested").astimezone(STOCKHOLM)
+        morning = _at(self.next_business_day(local.date(), include_self=True), DELIVERY_TIME)
+        note = ""
+        if morning.date() != local.date():
+            why = "a weekend day" if local.weekday() >= 5 else "a holiday or closed date"
+            note = (
+                f"{local.date().isoformat()} is {why} with no file; waiting for the next business "
+                f"morning, {morning.date().isoformat()} 07:00"
+            )
+        return morning, _at(morning.date(), deadline), note
 
     def _checked_morning(self, delivery_morning: dt.datetime) -> dt.datetime:
         local = _require_aware(delivery_morning, "delivery_morning").astimezone(STOCKHOLM)

@@ -186,9 +186,7 @@ def parse_connection(
 
     unknown = sorted(set(extra) - KNOWN_EXTRAS)
     if unknown:
-        raise problem(
-            f"unknown extra field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(KNOWN_EXTRAS))}"
-        )
+        raise problem(f"unknown extra field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(KNOWN_EXTRAS))}")
     base_url = (host or PRODUCTION_API).strip().rstrip("/")
     if "://" not in base_url:
         base_url = f"https://{base_url}"

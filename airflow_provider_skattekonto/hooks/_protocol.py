@@ -125,13 +125,11 @@ _ADVICE: dict[int, tuple[bool, str]] = {
     404: (False, "Wrong URI: check the connection's host (API base URL, e.g. https://api.skatteverket.se)."),
     405: (
         False,
-        "Method not allowed: the provider called the API wrongly; please report this with the "
-        "correlation id.",
+        "Method not allowed: the provider called the API wrongly; please report this with the correlation id.",
     ),
     406: (
         False,
-        "Accept header refused: a proxy may be rewriting headers; the provider sends "
-        "Accept: application/json.",
+        "Accept header refused: a proxy may be rewriting headers; the provider sends Accept: application/json.",
     ),
     415: (
         False,
@@ -181,9 +179,7 @@ def _retry_after(reply: Reply) -> float | None:
 
 def api_error(reply: Reply, request: RequestSpec, *, token_endpoint: bool = False) -> SkattekontoApiError:
     """The typed error for a non-success ``reply``, with the service's message and what to do."""
-    retryable, advice = _ADVICE.get(
-        reply.status, (reply.status >= 500, "Unexpected answer from the service.")
-    )
+    retryable, advice = _ADVICE.get(reply.status, (reply.status >= 500, "Unexpected answer from the service."))
     path = request.url.split("://", 1)[-1].partition("/")[2]
     kind = TokenError if token_endpoint else SkattekontoApiError
     if token_endpoint and reply.status in (400, 401):

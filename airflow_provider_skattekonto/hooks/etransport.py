@@ -305,14 +305,10 @@ class ETransportHook(SkattekontoHook):
     def list_files(self, *, delivery_date: dt.date | None = None, kind: str = "skahmst") -> list[RemoteFile]:
         """Answer files on offer, optionally only those of one delivery morning."""
         config = self.config
-        files = self.run_plan(
-            self.source(config).list_plan(self, config, delivery_date=delivery_date, kind=kind)
-        )
+        files = self.run_plan(self.source(config).list_plan(self, config, delivery_date=delivery_date, kind=kind))
         return self._filter(files, delivery_date)
 
-    async def alist_files(
-        self, *, delivery_date: dt.date | None = None, kind: str = "skahmst"
-    ) -> list[RemoteFile]:
+    async def alist_files(self, *, delivery_date: dt.date | None = None, kind: str = "skahmst") -> list[RemoteFile]:
         """Async :meth:`list_files` (triggers)."""
         config = await self.aconfig()
         files = await self.arun_plan(
@@ -342,9 +338,7 @@ class ETransportHook(SkattekontoHook):
         folder.mkdir(parents=True, exist_ok=True)
         final = folder / file.name
         if file.sha256 and final.exists() and _sha256_of(final) == file.sha256:
-            self.log.info(
-                "%s is already archived at %s (same SHA-256); not downloading again", file.name, final
-            )
+            self.log.info("%s is already archived at %s (same SHA-256); not downloading again", file.name, final)
             return StoredFile(file, str(final), file.sha256, final.stat().st_size, already_archived=True)
 
         source = self.source()

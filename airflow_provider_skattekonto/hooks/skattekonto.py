@@ -422,9 +422,7 @@ class SkattekontoHook(BaseHook):
             return ClockReading(now=dt.datetime.now(STOCKHOLM))
 
         def build(_: str | None) -> RequestSpec:
-            return RequestSpec(
-                "GET", config.base_url + SANDBOX_CLOCK_PATH, headers={"Accept": "application/json"}
-            )
+            return RequestSpec("GET", config.base_url + SANDBOX_CLOCK_PATH, headers={"Accept": "application/json"})
 
         reply = yield from self._exchange_plan(config, build, authenticated=False, quiet=True)
         body = reply.json()
@@ -560,9 +558,7 @@ class SkattekontoHook(BaseHook):
 
 
 def _build(client: httpx.Client | httpx.AsyncClient, spec: RequestSpec) -> httpx.Request:
-    return client.build_request(
-        spec.method, spec.url, headers=dict(spec.headers), json=spec.json_body, data=spec.form
-    )
+    return client.build_request(spec.method, spec.url, headers=dict(spec.headers), json=spec.json_body, data=spec.form)
 
 
 def _read(response: httpx.Response) -> Reply:

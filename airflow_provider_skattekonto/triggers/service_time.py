@@ -5,17 +5,34 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+if TYPE_CHECKING:
+    from airflow_provider_skattekonto.hooks.skattekonto import ClockReading, SkattekontoHook
+
+
+async def wait_for_service_time(
+    hook: SkattekontoHook, moment: dt.datetime, *, max_step_seconds: float = 300.0
+) -> ClockReading:
+    """Sleep until ``moment`` on the hook's service clock; re-read the clock at least every step.
+
+    The clock is real time, or the sandbox's controllable clock when the connection says
+    ``sandbox_clock`` (then real sleeps are scaled by its speed).
+    """
+    while True:
+        reading = await hook.aservice_clock()
+        remaining = reading.real_seconds_until(moment)
+        if remaining <= 0:
+            return reading
+        await asyncio.sleep(min(remaining, max_step_seconds))
 
 
 class ServiceTimeTrigger(BaseTrigger):
     """Fires when the service clock reaches ``moment`` (an absolute, tz-aware ISO 8601 time).
 
-    The clock is real time, or the sandbox's controllable clock when the connection says
-    ``sandbox_clock``. It re-reads the clock at least every ``max_step_seconds`` so that clock
-    changes (and a triggerer restart) are handled: the deadline is absolute, never a duration.
+    The deadline is absolute, never a duration, so a triggerer restart resumes correctly.
     """
 
     def __init__(
@@ -27,8 +44,7 @@ class ServiceTimeTrigger(BaseTrigger):
         max_step_seconds: float = 300.0,
     ) -> None:
         super().__init__()
-        target = dt.datetime.fromisoformat(moment)
-        if target.tzinfo is None:
+        if dt.datetime.fromisoformat(moment).tzinfo is None:
             raise ValueError(f"ServiceTimeTrigger needs a timezone-aware moment, got {moment!r}")
         self.moment = moment
         self.skattekonto_conn_id = skattekonto_conn_id
@@ -49,20 +65,13 @@ class ServiceTimeTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_skattekonto.hooks.skattekonto import SkattekontoHook
 
-        target = dt.datetime.fromisoformat(self.moment)
         hook = SkattekontoHook(self.skattekonto_conn_id)
+        why = f" ({self.reason})" if self.reason else ""
+        self.log.info("Waiting until %s on the service clock%s", self.moment, why)
         try:
-            self.log.info(
-                "Waiting until %s on the service clock%s",
-                self.moment,
-                f" ({self.reason})" if self.reason else "",
+            reading = await wait_for_service_time(
+                hook, dt.datetime.fromisoformat(self.moment), max_step_seconds=self.max_step_seconds
             )
-            while True:
-                reading = await hook.aservice_clock()
-                remaining = reading.real_seconds_until(target)
-                if remaining <= 0:
-                    break
-                await asyncio.sleep(min(remaining, self.max_step_seconds))
         finally:
             await hook.aclose()
         yield TriggerEvent({"status": "reached", "moment": self.moment, "now": reading.now.isoformat()})

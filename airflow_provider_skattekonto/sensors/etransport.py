@@ -1,0 +1,238 @@
+"""ETransportFileSensor: wait for the 07:00 answer file on E-transport and archive it."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.triggers.base import StartTriggerArgs
+
+from airflow_provider_skattekonto.domain.remote_files import DEFAULT_FILE_PATTERN, RemoteFile
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_skattekonto.hooks.etransport import ETransportHook
+
+WHEN_MISSING = ("fail", "skip")
+
+
+class ETransportFileSensor(BaseSensorOperator):
+    """Wait for the answer file of a delivery morning, then download it into the archive.
+
+    Returns (XCom) the file's metadata and ``path``, its ObjectStoragePath URL in the archive.
+
+    :param skattekonto_conn_id: the ``skattekonto`` connection (certificate, E-transport source, archive).
+    :param delivery_morning: the morning whose file to wait for (templated, ISO 8601). Default: the
+        ``delivery_morning`` the upstream :class:`BestallOperator` pushed to XCom.
+    :param deadline_time: local time (Europe/Stockholm) on the delivery morning after which a missing
+        file fails the task with an actionable message (default ``"10:00"``).
+    :param poll_interval: seconds between listings from 07:00 on.
+    :param download: download into the archive (default) or only report the file.
+    :param when_missing: ``"fail"`` (default) or ``"skip"`` when the deadline passes without a file;
+        ``"skip"`` suits backfills of mornings E-transport no longer keeps (later snapshots cover them).
+    :param deferrable: wait in the triggerer (default) instead of poking from a worker.
+    :param start_from_trigger: start in the triggerer without a worker at all (Airflow 3.3+); needs an
+        explicit (templated) ``delivery_morning``.
+    """
+
+    template_fields: Sequence[str] = ("skattekonto_conn_id", "delivery_morning", "deadline_time")
+    ui_color = "#c6e3f7"
+    start_trigger_args = StartTriggerArgs(
+        trigger_cls="airflow_provider_skattekonto.triggers.etransport.ETransportFileTrigger",
+        trigger_kwargs={},
+        next_method="execute_complete",
+        next_kwargs=None,
+        timeout=None,
+    )
+    start_from_trigger = False
+
+    def __init__(
+        self,
+        *,
+        skattekonto_conn_id: str = "skattekonto_default",
+        delivery_morning: str | dt.datetime | None = None,
+        deadline_time: str = "10:00",
+        poll_interval: float = 120.0,
+        download: bool = True,
+        when_missing: str = "fail",
+        kind: str = "skahmst",
+        file_pattern: str = DEFAULT_FILE_PATTERN,
+        deferrable: bool = True,
+        start_from_trigger: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("poke_interval", poll_interval)
+        super().__init__(**kwargs)
+        if when_missing not in WHEN_MISSING:
+            raise ValueError(f"when_missing must be one of {WHEN_MISSING}, got {when_missing!r}")
+        self.skattekonto_conn_id = skattekonto_conn_id
+        self.delivery_morning = delivery_morning
+        self.deadline_time = deadline_time
+        self.poll_interval = poll_interval
+        self.download = download
+        self.when_missing = when_missing
+        self.kind = kind
+        self.file_pattern = file_pattern
+        self.deferrable = deferrable
+        self.start_from_trigger = start_from_trigger
+        if start_from_trigger:
+            if delivery_morning is None:
+                raise ValueError("start_from_trigger needs delivery_morning (a template is fine)")
+            self.start_trigger_args = dataclasses.replace(
+                self.start_trigger_args, trigger_kwargs=self._trigger_kwargs(str(delivery_morning))
+            )
+
+    # -----------------------------------------------------------------------------------------------
+    def _hook(self) -> ETransportHook:
+        from airflow_provider_skattekonto.hooks.etransport import ETransportHook
+
+        return ETransportHook(self.skattekonto_conn_id, file_pattern=self.file_pattern)
+
+    def _trigger_kwargs(self, delivery_morning: str) -> dict[str, Any]:
+        return {
+            "delivery_morning": delivery_morning,
+            "skattekonto_conn_id": self.skattekonto_conn_id,
+            "deadline_time": self.deadline_time,
+            "poll_interval": self.poll_interval,
+            "kind": self.kind,
+            "file_pattern": self.file_pattern,
+        }
+
+    def _requested_morning(self, context: Context) -> dt.datetime:
+        from airflow_provider_skattekonto.domain.calendar import parse_moment
+        from airflow_provider_skattekonto.operators.bestall import BestallOperator
+
+        value: Any = self.delivery_morning
+        if value is None:
+            upstream = [t.task_id for t in self.upstream_list if isinstance(t, BestallOperator)]
+            if not upstream:
+                raise AirflowFailException(
+                    "ETransportFileSensor needs delivery_morning, or an upstream BestallOperator whose XCom "
+                    "says which morning's file to wait for"
+                )
+            pushed = context["ti"].xcom_pull(task_ids=upstream[0])
+            value = pushed.get("delivery_morning") if isinstance(pushed, dict) else None
+            if not value:
+                raise AirflowFailException(f"The upstream task {upstream[0]!r} pushed no delivery_morning")
+        try:
+            return parse_moment(value)
+        except ValueError as exc:
+            raise AirflowFailException(f"delivery_morning={value!r} is not a tz-aware ISO 8601 time: {exc}") from None
+
+    def _window(self, hook: ETransportHook, context: Context) -> tuple[dt.datetime, dt.datetime]:
+        morning, deadline, note = hook.calendar.file_wait_window(
+            self._requested_morning(context), dt.time.fromisoformat(self.deadline_time)
+        )
+        if note:
+            self.log.info("%s", note)
+        return morning, deadline
+
+    # -- deferrable path ----------------------------------------------------------------------------
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        hook = self._hook()
+        try:
+            morning, deadline = self._window(hook, context)
+            now = hook.service_now()
+            if now >= morning:  # due already (late start, backfill): look once before deferring
+                files = hook.list_files(delivery_date=morning.date(), kind=self.kind)
+                if files:
+                    return self._finish(hook, files, morning)
+                if now >= deadline:
+                    self._missing(hook, morning, deadline, now)
+            self.log.info(
+                "Deferring: the file of %s is due by 07:00 that morning; polling every %.0f s until %s",
+                morning.isoformat(),
+                self.poll_interval,
+                deadline.isoformat(),
+            )
+        finally:
+            hook.close()
+        from airflow_provider_skattekonto.triggers.etransport import ETransportFileTrigger
+
+        self.defer(
+            trigger=ETransportFileTrigger(**self._trigger_kwargs(morning.isoformat())),
+            method_name="execute_complete",
+            timeout=self.timeout if self.timeout else None,
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resumes after the trigger: download the file, or fail/skip with the reason."""
+        from airflow_provider_skattekonto.domain.calendar import parse_moment
+
+        event = event or {}
+        hook = self._hook()
+        try:
+            status = event.get("status")
+            if status == "found":
+                files = [RemoteFile.from_json(f) for f in event["files"]]
+                return self._finish(hook, files, parse_moment(event["delivery_morning"]))
+            if status == "missing":
+                self._missing(
+                    hook,
+                    parse_moment(event["delivery_morning"]),
+                    parse_moment(event["deadline"]),
+                    parse_moment(event["now"]),
+                )
+            raise AirflowFailException(f"Waiting for the answer file failed: {event.get('message', event)}")
+        finally:
+            hook.close()
+
+    # -- poke / reschedule path ---------------------------------------------------------------------
+    def poke(self, context: Context) -> PokeReturnValue | bool:
+        hook = self._hook()
+        try:
+            morning, deadline = self._window(hook, context)
+            now = hook.service_now()
+            if now < morning:
+                self.log.info("The file of %s is not due before 07:00 that morning; not polling yet", morning.date())
+                return False
+            files = hook.list_files(delivery_date=morning.date(), kind=self.kind)
+            if files:
+                return PokeReturnValue(is_done=True, xcom_value=self._finish(hook, files, morning))
+            if now >= deadline:
+                self._missing(hook, morning, deadline, now)
+            return False
+        finally:
+            hook.close()
+
+    # -----------------------------------------------------------------------------------------------
+    def _finish(self, hook: ETransportHook, files: list[RemoteFile], morning: dt.datetime) -> dict[str, Any]:
+        newest = max(files, key=lambda f: (f.delivered_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc), f.name))
+        if len(files) > 1:
+            self.log.warning(
+                "%d files for %s (%s); taking the newest, %s: each file is a full snapshot",
+                len(files),
+                morning.date(),
+                ", ".join(f.name for f in files),
+                newest.name,
+            )
+        result: dict[str, Any] = newest.to_json() | {"delivery_morning": morning.isoformat(), "path": None}
+        if not self.download:
+            self.log.info("Found %s (not downloading: download=False)", newest.name)
+            return result
+        stored = hook.download(newest)
+        return stored.to_xcom() | {"delivery_morning": morning.isoformat()}
+
+    def _missing(self, hook: ETransportHook, morning: dt.datetime, deadline: dt.datetime, now: dt.datetime) -> None:
+        source = hook.source().description
+        cutoff = morning.replace(hour=3)
+        message = (
+            f"No answer file for the delivery morning {morning:%Y-%m-%d} 07:00 on {source} by the deadline "
+            f"{deadline:%H:%M} (now {now:%Y-%m-%d %H:%M}). Was the order placed before the cutoff "
+            f"{cutoff:%Y-%m-%d %H:%M} (see the bestall task's log for its skv_client_correlation_id)? "
+            f"Was {morning:%Y-%m-%d} a day Skatteverket produced files (add closed dates to the connection's "
+            "closed_dates if not)?"
+        )
+        if self.when_missing == "skip":
+            raise AirflowSkipException(
+                message + " Skipping (when_missing='skip'): E-transport may no longer keep this file; later "
+                "files are full snapshots since each reconciliation, so they cover this period."
+            )
+        raise AirflowFailException(message)

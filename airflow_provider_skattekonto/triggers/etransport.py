@@ -1,0 +1,105 @@
+"""ETransportFileTrigger: sleep until the delivery morning's 07:00, then poll for the answer file."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_skattekonto.domain.remote_files import DEFAULT_FILE_PATTERN
+
+MIN_REAL_SLEEP = 0.05
+
+
+class ETransportFileTrigger(BaseTrigger):
+    """Waits for the answer file of ``delivery_morning`` without holding a worker slot.
+
+    Nothing is polled before 07:00 of the delivery morning (a weekend or holiday moves the wait to the
+    next business morning). Then it lists the source every ``poll_interval`` seconds of service time
+    until a file is there (event ``found``) or the deadline passes (event ``missing``). A non-retryable
+    error (certificate, 403, bad listing) ends the wait at once (event ``error``). All times are
+    derived from absolute values, so a triggerer restart resumes the same wait.
+
+    ``delivery_morning`` may be a template string (``start_from_trigger``): it is parsed in :meth:`run`.
+    """
+
+    def __init__(
+        self,
+        *,
+        delivery_morning: str,
+        skattekonto_conn_id: str = "skattekonto_default",
+        deadline_time: str = "10:00",
+        poll_interval: float = 120.0,
+        kind: str = "skahmst",
+        file_pattern: str = DEFAULT_FILE_PATTERN,
+        max_step_seconds: float = 300.0,
+    ) -> None:
+        super().__init__()
+        self.delivery_morning = delivery_morning
+        self.skattekonto_conn_id = skattekonto_conn_id
+        self.deadline_time = deadline_time
+        self.poll_interval = poll_interval
+        self.kind = kind
+        self.file_pattern = file_pattern
+        self.max_step_seconds = max_step_seconds
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "delivery_morning": self.delivery_morning,
+                "skattekonto_conn_id": self.skattekonto_conn_id,
+                "deadline_time": self.deadline_time,
+                "poll_interval": self.poll_interval,
+                "kind": self.kind,
+                "file_pattern": self.file_pattern,
+                "max_step_seconds": self.max_step_seconds,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_provider_skattekonto.domain.calendar import parse_moment
+        from airflow_provider_skattekonto.exceptions import SkattekontoError
+        from airflow_provider_skattekonto.hooks.etransport import ETransportHook
+        from airflow_provider_skattekonto.triggers.service_time import wait_for_service_time
+
+        hook = ETransportHook(self.skattekonto_conn_id, file_pattern=self.file_pattern)
+        try:
+            config = await hook.aconfig()
+            morning, deadline, note = config.calendar.file_wait_window(
+                parse_moment(self.delivery_morning), dt.time.fromisoformat(self.deadline_time)
+            )
+            base = {"delivery_morning": morning.isoformat(), "deadline": deadline.isoformat()}
+            if note:
+                self.log.info("%s", note)
+            self.log.info(
+                "Waiting for the answer file of %s: no polling before then; deadline %s",
+                morning.isoformat(),
+                deadline.isoformat(),
+            )
+            await wait_for_service_time(hook, morning, max_step_seconds=self.max_step_seconds)
+            while True:
+                try:
+                    files = await hook.alist_files(delivery_date=morning.date(), kind=self.kind)
+                except (SkattekontoError, ValueError) as exc:
+                    if getattr(exc, "retryable", False):
+                        self.log.warning("Listing failed, will poll again: %s", exc)
+                        files = []
+                    else:
+                        yield TriggerEvent(base | {"status": "error", "message": str(exc)})
+                        return
+                if files:
+                    yield TriggerEvent(base | {"status": "found", "files": [f.to_json() for f in files]})
+                    return
+                reading = await hook.aservice_clock()
+                until_deadline = reading.real_seconds_until(deadline)
+                if until_deadline <= 0:
+                    yield TriggerEvent(base | {"status": "missing", "now": reading.now.isoformat()})
+                    return
+                step = min(self.poll_interval / reading.speed, until_deadline, self.max_step_seconds)
+                await asyncio.sleep(max(step, MIN_REAL_SLEEP))
+        finally:
+            await hook.aclose()

@@ -1,0 +1,249 @@
+"""SkattekontoHook against the sandbox: real HTTPS with client certificates, real status codes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from typing import Any
+
+import pytest
+
+from airflow_provider_skattekonto.domain.calendar import STOCKHOLM
+from airflow_provider_skattekonto.exceptions import (
+    CertificateError,
+    ServiceClosedError,
+    SkattekontoApiError,
+    TokenError,
+)
+from airflow_provider_skattekonto.hooks.skattekonto import BESTALL_PATH, SkattekontoHook
+
+MONDAY_NOON = dt.datetime(2026, 11, 30, 12, 0, tzinfo=STOCKHOLM)
+
+
+@pytest.fixture
+def hook(sandbox: Any, use_connection: Any) -> SkattekontoHook:
+    sandbox.clock.set(now=MONDAY_NOON, speed=1.0)
+    use_connection()
+    return SkattekontoHook()
+
+
+def bestall_requests(sandbox: Any) -> int:
+    """How many bestall requests reached the sandbox (any status)."""
+    routes = sandbox.stats()["requests"]
+    return sum(count for key, count in routes.items() if key.startswith("bestall"))
+
+
+def test_bestall_accepted_with_correlation_ids(hook: SkattekontoHook, sandbox: Any, caplog: Any) -> None:
+    caplog.set_level(logging.INFO)
+    result = hook.bestall()
+
+    assert result.status == 202
+    assert len(result.correlation_id) == 36 and uuid.UUID(result.correlation_id)
+    assert result.server_correlation_id
+    assert result.ordered_at.date() == MONDAY_NOON.date()
+    assert result.delivery_morning == dt.datetime(2026, 12, 1, 7, 0, tzinfo=STOCKHOLM)
+    orders = sandbox.orders()
+    assert [o.client_correlation_id for o in orders] == [result.correlation_id]
+    assert orders[0].orderer == sandbox.pki.identity("orderer").organisation_number
+    assert f"sent={result.correlation_id} echoed={result.correlation_id}" in caplog.text
+    assert result.to_xcom()["delivery_morning"] == "2026-12-01T07:00:00+01:00"
+
+
+def test_one_token_for_many_calls_and_unique_correlation_ids(hook: SkattekontoHook, sandbox: Any) -> None:
+    ids = {hook.bestall().correlation_id for _ in range(5)}
+    assert len(ids) == 5
+    assert hook.tokens.fetched == 1
+    assert sum(sandbox.stats()["tokens_issued"].values()) == 1
+
+
+def test_expired_token_is_refreshed_once(hook: SkattekontoHook, sandbox: Any) -> None:
+    hook.bestall()
+    sandbox.faults.expire_tokens()
+    hook.bestall()
+    assert hook.tokens.fetched == 2
+    assert len(sandbox.orders()) == 2
+
+
+def test_second_401_fails_clearly(hook: SkattekontoHook, sandbox: Any) -> None:
+    sandbox.faults.status("bestall", 401, times=2)
+    with pytest.raises(SkattekontoApiError) as caught:
+        hook.bestall()
+    assert caught.value.status == 401 and not caught.value.retryable
+    assert "api_client_id" in str(caught.value)
+    assert bestall_requests(sandbox) == 2
+
+
+@pytest.mark.parametrize("status", [400, 404, 405, 406, 415])
+def test_client_errors_fail_at_once(hook: SkattekontoHook, sandbox: Any, status: int) -> None:
+    sandbox.faults.status("bestall", status)
+    with pytest.raises(SkattekontoApiError) as caught:
+        hook.bestall()
+    error = caught.value
+    assert error.status == status and not error.retryable
+    assert error.correlation_id and error.correlation_id in str(error)
+    assert error.service_message
+    assert bestall_requests(sandbox) == 1
+    assert sandbox.orders() == []
+
+
+def test_forbidden_explains_the_skol_role(sandbox: Any, use_connection: Any) -> None:
+    sandbox.clock.set(now=MONDAY_NOON)
+    use_connection(identity="no_skol")
+    with pytest.raises(SkattekontoApiError) as caught:
+        SkattekontoHook().bestall()
+    assert caught.value.status == 403
+    assert caught.value.service_message == "Forbidden"
+    assert "SKOL" in str(caught.value) and "Juridiskt läsombud Skattekonto" in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [429, 500, 503, 504])
+def test_retryable_statuses_are_retried(hook: SkattekontoHook, sandbox: Any, status: int) -> None:
+    sandbox.faults.status("bestall", status, times=2)
+    result = hook.bestall()
+    assert result.status == 202
+    assert bestall_requests(sandbox) == 3
+    assert len(sandbox.orders()) == 1
+
+
+def test_503_plain_text_body_is_reported(sandbox: Any, use_connection: Any) -> None:
+    sandbox.clock.set(now=MONDAY_NOON)
+    use_connection(retry_max_seconds=0)
+    sandbox.faults.status("bestall", 503)
+    with pytest.raises(SkattekontoApiError) as caught:
+        SkattekontoHook().bestall()
+    assert caught.value.status == 503
+    assert "Service not available for request uri" in str(caught.value)
+
+
+def test_retry_after_header_is_honoured(hook: SkattekontoHook, sandbox: Any, caplog: Any) -> None:
+    caplog.set_level(logging.WARNING)
+    sandbox.faults.status("bestall", 429, retry_after=0.3)
+    hook.bestall()
+    assert "retrying in 0.3 s" in caplog.text
+
+
+def test_retries_stop_at_the_budget(sandbox: Any, use_connection: Any) -> None:
+    sandbox.clock.set(now=MONDAY_NOON)
+    use_connection(retry_max_seconds=1.0, retry_delay_seconds=0.3)
+    sandbox.faults.status("bestall", 500, times=None)
+    with pytest.raises(SkattekontoApiError, match="Gave up after") as caught:
+        SkattekontoHook().bestall()
+    assert caught.value.status == 500
+    assert 2 <= bestall_requests(sandbox) <= 5
+
+
+def test_timeouts_and_dropped_connections_are_retried(sandbox: Any, use_connection: Any) -> None:
+    sandbox.clock.set(now=MONDAY_NOON)
+    use_connection(timeout=1.0)
+    sandbox.faults.slow("bestall", 3.0)
+    sandbox.faults.drop("bestall")
+    result = SkattekontoHook().bestall()
+    assert result.status == 202
+    assert len(sandbox.orders()) >= 1
+
+
+def test_closed_window_raises_without_calling(hook: SkattekontoHook, sandbox: Any) -> None:
+    sandbox.clock.set(now=dt.datetime(2026, 11, 27, 3, 30, tzinfo=STOCKHOLM))
+    with pytest.raises(ServiceClosedError, match="closed until 05:00") as caught:
+        hook.bestall()
+    assert caught.value.opens_at == dt.datetime(2026, 11, 27, 5, 0, tzinfo=STOCKHOLM)
+    assert bestall_requests(sandbox) == 0
+
+
+def test_friday_order_lands_in_mondays_file(hook: SkattekontoHook, sandbox: Any) -> None:
+    sandbox.clock.set(now=dt.datetime(2026, 11, 27, 10, 0, tzinfo=STOCKHOLM))
+    assert hook.bestall().delivery_morning == dt.datetime(2026, 11, 30, 7, 0, tzinfo=STOCKHOLM)
+
+
+def test_no_secret_reaches_the_logs(sandbox: Any, use_connection: Any, caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG)
+    sandbox.clock.set(now=MONDAY_NOON)
+    connection = use_connection()
+    hook = SkattekontoHook()
+    hook.bestall()
+    sandbox.faults.status("bestall", 401, times=2)
+    with pytest.raises(SkattekontoApiError) as caught:
+        hook.bestall()
+    token = hook.tokens._token
+    secrets = [
+        connection["password"],
+        connection["extra"]["api_client_secret"],
+        connection["extra"]["certificate_password"],
+    ]
+    text = caplog.text + str(caught.value) + repr(hook.config)
+    for secret in secrets:
+        assert secret and secret not in text
+    assert token is None or token not in text
+
+
+def test_certificate_of_another_organisation_is_refused(sandbox: Any, use_connection: Any) -> None:
+    other = sandbox.pki.identity("orderer2").organisation_number
+    use_connection(orderer_organisation_number=other)
+    with pytest.raises(CertificateError) as caught:
+        SkattekontoHook().get_token()
+    assert other in str(caught.value)
+    assert sandbox.pki.identity("orderer").organisation_number in str(caught.value)
+
+
+def test_expired_certificate_is_refused_before_any_call(sandbox: Any, use_connection: Any) -> None:
+    use_connection(identity="expired")
+    with pytest.raises(CertificateError, match="expired"):
+        SkattekontoHook().get_token()
+    assert sum(sandbox.stats()["tokens_issued"].values()) == 0
+
+
+def test_untrusted_certificate_gets_a_token_error(sandbox: Any, use_connection: Any) -> None:
+    use_connection(identity="untrusted")
+    with pytest.raises(TokenError) as caught:
+        SkattekontoHook().get_token()
+    assert caught.value.status in (400, 401)
+
+
+def test_wrong_certificate_password(sandbox: Any, use_connection: Any) -> None:
+    use_connection(certificate_password="not-the-pin")
+    with pytest.raises(CertificateError, match="password") as caught:
+        SkattekontoHook().get_token()
+    assert "not-the-pin" not in str(caught.value)
+
+
+def test_pem_certificate_and_refresh_token_flow(sandbox: Any, use_connection: Any) -> None:
+    identity = sandbox.pki.identity("orderer")
+    use_connection(
+        grant_type="refresh_token",
+        certificate_p12_path=None,
+        certificate_password=None,
+        certificate_pem_path=str(identity.cert_pem_path),
+        private_key_pem_path=str(identity.key_pem_path),
+    )
+    sandbox.clock.set(now=MONDAY_NOON)
+    assert SkattekontoHook().bestall().status == 202
+
+
+def test_test_connection_reports_organisation_and_expiry(sandbox: Any, use_connection: Any) -> None:
+    use_connection()
+    ok, message = SkattekontoHook().test_connection()
+    assert ok, message
+    assert sandbox.pki.identity("orderer").organisation_number in message and "valid until" in message
+    use_connection(certificate_password="wrong-pin")
+    ok, message = SkattekontoHook().test_connection()
+    assert not ok and "password" in message
+
+
+async def test_async_runner_shares_the_plans(sandbox: Any, use_connection: Any) -> None:
+    sandbox.clock.set(now=MONDAY_NOON, speed=1.0)
+    use_connection()
+    hook = SkattekontoHook()
+    try:
+        reading = await hook.aservice_clock()
+        assert abs((reading.now - MONDAY_NOON).total_seconds()) < 60
+        sandbox.faults.status("bestall", 503)
+        result = await hook.arun_plan(hook._bestall_plan(await hook.aconfig()))
+    finally:
+        await hook.aclose()
+    assert result.status == 202
+    assert bestall_requests(sandbox) == 2
+
+
+def test_bestall_path_is_the_specs() -> None:
+    assert BESTALL_PATH == "/beskattning/skattekonto/huvudmans-saldo-och-transaktioner/v1/bestall"
