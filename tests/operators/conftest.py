@@ -1,40 +1,23 @@
-"""DAG-level fixtures: run a DAG with real Airflow (``dag.test()``, triggers inline)."""
+"""Fixtures for DAG-level tests: sandbox connections and DAG sources for ``run_dag_file``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-import pytest
+import uuid
 
 from tests.hooks.conftest import use_connection  # noqa: F401  (shared fixture)
 
+HEADER = """
+import datetime as dt
+from airflow.sdk import DAG
+from airflow_provider_skattekonto.operators.bestall import BestallOperator
+from airflow_provider_skattekonto.sensors.etransport import ETransportFileSensor
 
-@pytest.fixture
-def run_dag(airflow_db: Any) -> Callable[..., dict[str, Any]]:
-    """Run a DAG with ``dag.test()``; return ``{task_id: (state, xcom return value)}``."""
-
-    def run(dag: Any, **kwargs: Any) -> dict[str, Any]:
-        from airflow.models.taskinstance import TaskInstance
-        from airflow.models.xcom import XComModel
-        from airflow.utils.session import create_session
-
-        dag_run = dag.test(**kwargs)
-        results: dict[str, Any] = {}
-        with create_session() as session:
-            tis = session.query(TaskInstance).filter_by(dag_id=dag.dag_id, run_id=dag_run.run_id).all()
-            for ti in tis:
-                value = (
-                    session.query(XComModel.value)
-                    .filter_by(dag_id=dag.dag_id, run_id=dag_run.run_id, task_id=ti.task_id, key="return_value")
-                    .scalar()
-                )
-                results[ti.task_id] = (str(ti.state), XComModel.deserialize_value(_Row(value)) if value else None)
-        return results
-
-    return run
+with DAG({dag_id!r}, schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False) as dag:
+"""
 
 
-class _Row:
-    def __init__(self, value: Any) -> None:
-        self.value = value
+def dag_source(*task_lines: str) -> tuple[str, str]:
+    """(dag_id, source) of a DAG named uniquely whose body is ``task_lines`` (one statement each)."""
+    dag_id = f"t_{uuid.uuid4().hex[:10]}"
+    body = "".join(f"    {line}\n" for line in task_lines)
+    return dag_id, HEADER.format(dag_id=dag_id) + body

@@ -3,30 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from typing import Any
 
 import pytest
 
 from airflow_provider_skattekonto.domain.calendar import STOCKHOLM
-from airflow_provider_skattekonto.operators.bestall import BestallOperator
+from tests.operators.conftest import dag_source
 
 pytestmark = pytest.mark.airflow_db
 
 
-def make_dag(params: dict[str, Any] | None = None, **operator_kwargs: Any) -> Any:
-    from airflow.sdk import DAG
-
-    dag_id = f"bestall_{uuid.uuid4().hex[:8]}"
-    with DAG(dag_id, schedule=None, start_date=dt.datetime(2026, 1, 1), params=params or {}) as dag:
-        BestallOperator(task_id="bestall", **operator_kwargs)
-    return dag
+def bestall_dag(**kwargs: Any) -> tuple[str, str]:
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    return dag_source(f"BestallOperator(task_id='bestall', {args})")
 
 
-def test_orders_when_open(sandbox: Any, use_connection: Any, run_dag: Any, caplog: Any) -> None:
+def test_orders_when_open(sandbox: Any, use_connection: Any, run_dag_file: Any, caplog: Any) -> None:
     sandbox.clock.set(now=dt.datetime(2026, 11, 30, 12, 0, tzinfo=STOCKHOLM), speed=1.0)
     use_connection()
-    state, xcom = run_dag(make_dag())["bestall"]
+    state, xcom = run_dag_file(*bestall_dag())["bestall"]
     assert state == "success"
     assert xcom["ordered"] is True and xcom["reason"] == "ordered"
     assert xcom["delivery_morning"] == "2026-12-01T07:00:00+01:00"
@@ -35,11 +30,11 @@ def test_orders_when_open(sandbox: Any, use_connection: Any, run_dag: Any, caplo
     assert xcom["correlation_id"] in caplog.text
 
 
-def test_closed_window_defers_until_five(sandbox: Any, use_connection: Any, run_dag: Any) -> None:
+def test_closed_window_defers_until_five(sandbox: Any, use_connection: Any, run_dag_file: Any) -> None:
     # Friday 04:30 on a clock running 1800x: 05:00 comes after one real second.
     sandbox.clock.set(now=dt.datetime(2026, 11, 27, 4, 30, tzinfo=STOCKHOLM), speed=1800.0)
     use_connection()
-    state, xcom = run_dag(make_dag())["bestall"]
+    state, xcom = run_dag_file(*bestall_dag())["bestall"]
     assert state == "success" and xcom["ordered"] is True
     ordered_at = dt.datetime.fromisoformat(xcom["ordered_at"])
     assert ordered_at >= dt.datetime(2026, 11, 27, 5, 0, tzinfo=STOCKHOLM)
@@ -47,22 +42,20 @@ def test_closed_window_defers_until_five(sandbox: Any, use_connection: Any, run_
     assert len(sandbox.orders()) == 1
 
 
-def test_waits_for_the_runs_order_window(sandbox: Any, use_connection: Any, run_dag: Any) -> None:
+def test_waits_for_the_runs_order_window(sandbox: Any, use_connection: Any, run_dag_file: Any) -> None:
     # Monday 23:50 for Wednesday's file: an order now would land in Tuesday's, so wait for Tuesday 05:00.
     sandbox.clock.set(now=dt.datetime(2026, 11, 30, 23, 50, tzinfo=STOCKHOLM), speed=18000.0)
     use_connection()
-    dag = make_dag(delivery_morning="2026-12-02T07:00:00+01:00")
-    state, xcom = run_dag(dag)["bestall"]
+    state, xcom = run_dag_file(*bestall_dag(delivery_morning="2026-12-02T07:00:00+01:00"))["bestall"]
     assert state == "success" and xcom["ordered"] is True
     assert xcom["delivery_morning"] == "2026-12-02T07:00:00+01:00"
     assert dt.datetime.fromisoformat(xcom["ordered_at"]) >= dt.datetime(2026, 12, 1, 5, 0, tzinfo=STOCKHOLM)
 
 
-def test_backfill_does_not_order(sandbox: Any, use_connection: Any, run_dag: Any, caplog: Any) -> None:
+def test_backfill_does_not_order(sandbox: Any, use_connection: Any, run_dag_file: Any, caplog: Any) -> None:
     sandbox.clock.set(now=dt.datetime(2026, 11, 30, 12, 0, tzinfo=STOCKHOLM), speed=1.0)
     use_connection()
-    dag = make_dag(delivery_morning="{{ params.morning }}", params={"morning": "2026-11-27T07:00:00+01:00"})
-    state, xcom = run_dag(dag)["bestall"]
+    state, xcom = run_dag_file(*bestall_dag(delivery_morning="2026-11-27T07:00:00+01:00"))["bestall"]
     assert state == "success"
     assert xcom["ordered"] is False and xcom["reason"] == "cutoff_passed"
     assert xcom["delivery_morning"] == "2026-11-27T07:00:00+01:00"
@@ -70,15 +63,15 @@ def test_backfill_does_not_order(sandbox: Any, use_connection: Any, run_dag: Any
     assert "history cannot be ordered" in caplog.text
 
 
-def test_forbidden_fails_without_retry(sandbox: Any, use_connection: Any, run_dag: Any) -> None:
+def test_forbidden_fails_without_retry(sandbox: Any, use_connection: Any, run_dag_file: Any) -> None:
     sandbox.clock.set(now=dt.datetime(2026, 11, 30, 12, 0, tzinfo=STOCKHOLM), speed=1.0)
     use_connection(identity="no_skol")
-    state, _ = run_dag(make_dag(retries=2))["bestall"]
+    state, _ = run_dag_file(*bestall_dag(retries=2))["bestall"]
     assert state == "failed"
     assert sandbox.orders() == []
 
 
-def test_not_a_delivery_morning_is_refused(sandbox: Any, use_connection: Any, run_dag: Any) -> None:
+def test_not_a_delivery_morning_is_refused(sandbox: Any, use_connection: Any, run_dag_file: Any) -> None:
     use_connection()
-    state, _ = run_dag(make_dag(delivery_morning="2026-11-28T07:00:00+01:00"))["bestall"]  # a Saturday
+    state, _ = run_dag_file(*bestall_dag(delivery_morning="2026-11-28T07:00:00+01:00"))["bestall"]  # a Saturday
     assert state == "failed"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import importlib
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,38 +12,33 @@ import pytest
 
 from airflow_provider_skattekonto.domain.calendar import STOCKHOLM
 from airflow_provider_skattekonto.hooks.skattekonto import SkattekontoHook
-from airflow_provider_skattekonto.operators.bestall import BestallOperator
-from airflow_provider_skattekonto.sensors.etransport import ETransportFileSensor
 from airflow_provider_skattekonto.triggers.etransport import ETransportFileTrigger
+from tests.operators.conftest import dag_source
 
 pytestmark = pytest.mark.airflow_db
 
 
-def chain_dag(**sensor_kwargs: Any) -> Any:
-    from airflow.sdk import DAG
+def chain_dag(**sensor_kwargs: Any) -> tuple[str, str]:
+    args = ", ".join(f"{k}={v!r}" for k, v in sensor_kwargs.items())
+    return dag_source(
+        "order = BestallOperator(task_id='bestall')",
+        f"wait = ETransportFileSensor(task_id='wait_for_file', poll_interval=600, {args})",
+        "order >> wait",
+    )
 
-    with DAG(f"wait_{uuid.uuid4().hex[:8]}", schedule=None, start_date=dt.datetime(2026, 1, 1)) as dag:
-        order = BestallOperator(task_id="bestall")
-        wait = ETransportFileSensor(task_id="wait_for_file", poll_interval=600, **sensor_kwargs)
-        order >> wait
-    return dag
 
-
-def sensor_dag(**sensor_kwargs: Any) -> Any:
-    from airflow.sdk import DAG
-
-    with DAG(f"sensor_{uuid.uuid4().hex[:8]}", schedule=None, start_date=dt.datetime(2026, 1, 1)) as dag:
-        ETransportFileSensor(task_id="wait_for_file", **sensor_kwargs)
-    return dag
+def sensor_dag(**sensor_kwargs: Any) -> tuple[str, str]:
+    args = ", ".join(f"{k}={v!r}" for k, v in sensor_kwargs.items())
+    return dag_source(f"ETransportFileSensor(task_id='wait_for_file', {args})")
 
 
 def test_order_then_wait_across_the_weekend(
-    sandbox: Any, use_connection: Any, run_dag: Any, tmp_path: Path, caplog: Any
+    sandbox: Any, use_connection: Any, run_dag_file: Any, tmp_path: Path, caplog: Any
 ) -> None:
     # Friday 10:00 -> the order lands in Monday's file; 69 h of sandbox time pass in a few real seconds.
     sandbox.clock.set(now=dt.datetime(2026, 11, 27, 10, 0, tzinfo=STOCKHOLM), speed=40000.0)
     use_connection(archive_url=(tmp_path / "archive").as_uri())
-    results = run_dag(chain_dag())
+    results = run_dag_file(*chain_dag())
     assert results["bestall"][0] == "success"
     state, xcom = results["wait_for_file"]
     assert state == "success", results
@@ -54,44 +48,46 @@ def test_order_then_wait_across_the_weekend(
     assert sandbox.clock.now() >= dt.datetime(2026, 11, 30, 7, 0, tzinfo=STOCKHOLM)
 
 
-def test_weekend_morning_moves_to_monday(sandbox: Any, use_connection: Any, run_dag: Any, caplog: Any) -> None:
+def test_weekend_morning_moves_to_monday(sandbox: Any, use_connection: Any, run_dag_file: Any, caplog: Any) -> None:
     sandbox.clock.set(now=dt.datetime(2026, 11, 27, 10, 0, tzinfo=STOCKHOLM), speed=1.0)
     use_connection()
     SkattekontoHook().bestall()
     sandbox.clock.set(now=dt.datetime(2026, 11, 30, 8, 0, tzinfo=STOCKHOLM))
-    state, xcom = run_dag(sensor_dag(delivery_morning="2026-11-28T07:00:00+01:00", download=False))["wait_for_file"]
+    state, xcom = run_dag_file(*sensor_dag(delivery_morning="2026-11-28T07:00:00+01:00", download=False))[
+        "wait_for_file"
+    ]
     assert state == "success"
     assert xcom["delivery_morning"] == "2026-11-30T07:00:00+01:00" and xcom["path"] is None
     assert "2026-11-28 is a weekend day" in caplog.text
 
 
 def test_deadline_fails_with_an_actionable_message(
-    sandbox: Any, use_connection: Any, run_dag: Any, caplog: Any
+    sandbox: Any, use_connection: Any, run_dag_file: Any, caplog: Any
 ) -> None:
     sandbox.clock.set(now=dt.datetime(2026, 11, 30, 6, 30, tzinfo=STOCKHOLM), speed=20000.0)
     use_connection()
     dag = sensor_dag(delivery_morning="2026-11-30T07:00:00+01:00", poll_interval=900)
-    state, _ = run_dag(dag)["wait_for_file"]
+    state, _ = run_dag_file(*dag)["wait_for_file"]
     assert state == "failed"
     assert "No answer file for the delivery morning 2026-11-30 07:00" in caplog.text
     assert "before the cutoff 2026-11-30 03:00" in caplog.text
 
 
-def test_backfill_without_file_can_skip(sandbox: Any, use_connection: Any, run_dag: Any) -> None:
+def test_backfill_without_file_can_skip(sandbox: Any, use_connection: Any, run_dag_file: Any) -> None:
     sandbox.clock.set(now=dt.datetime(2026, 11, 30, 12, 0, tzinfo=STOCKHOLM), speed=1.0)
     use_connection()
     dag = sensor_dag(delivery_morning="2026-10-01T07:00:00+02:00", when_missing="skip")
-    state, _ = run_dag(dag)["wait_for_file"]
+    state, _ = run_dag_file(*dag)["wait_for_file"]
     assert state == "skipped"
 
 
-def test_poke_mode(sandbox: Any, use_connection: Any, run_dag: Any, tmp_path: Path) -> None:
+def test_poke_mode(sandbox: Any, use_connection: Any, run_dag_file: Any, tmp_path: Path) -> None:
     sandbox.clock.set(now=dt.datetime(2026, 11, 30, 2, 0, tzinfo=STOCKHOLM), speed=1.0)
     use_connection(archive_url=(tmp_path / "archive").as_uri())
     SkattekontoHook().bestall()
     sandbox.clock.set(now=dt.datetime(2026, 11, 30, 7, 1, tzinfo=STOCKHOLM))
     dag = sensor_dag(delivery_morning="2026-11-30T07:00:00+01:00", deferrable=False, mode="poke", poke_interval=1)
-    state, xcom = run_dag(dag)["wait_for_file"]
+    state, xcom = run_dag_file(*dag)["wait_for_file"]
     assert state == "success" and Path(xcom["path"].removeprefix("file://")).is_file()
 
 

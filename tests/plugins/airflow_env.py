@@ -10,7 +10,9 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,3 +37,60 @@ def airflow_db() -> Path:
         )
         marker.touch()
     return _HOME
+
+
+@pytest.fixture
+def run_dag_file(airflow_db: Path) -> Iterator[Callable[..., dict[str, tuple[str, Any]]]]:
+    """Run a DAG written as a file into the dags folder with ``dag.test()`` (triggers run inline).
+
+    Airflow 3.3's ``dag.test()`` serializes the DAG from its bundle (the dags folder), so a DAG built only
+    in memory cannot run: the test passes the DAG's source, written as ``<dag_id>.py`` (module-level name
+    ``dag``). Extra keyword arguments go to ``dag.test()``. Returns ``{task_id: (state, return value)}``;
+    mapped tasks appear as ``task_id[map_index]``. The files are removed afterwards.
+    """
+    folder = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def run(dag_id: str, source: str, **test_kwargs: Any) -> dict[str, tuple[str, Any]]:
+        import importlib.util
+
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.models.xcom import XComModel
+        from airflow.utils.session import create_session
+
+        path = folder / f"{dag_id}.py"
+        path.write_text(source)
+        written.append(path)
+        spec = importlib.util.spec_from_file_location(f"_dag_{dag_id}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        dag_run = module.dag.test(**test_kwargs)
+        results: dict[str, tuple[str, Any]] = {}
+        with create_session() as session:
+            tis = session.query(TaskInstance).filter_by(dag_id=dag_id, run_id=dag_run.run_id).all()
+            for ti in tis:
+                value = (
+                    session.query(XComModel.value)
+                    .filter_by(
+                        dag_id=dag_id,
+                        run_id=dag_run.run_id,
+                        task_id=ti.task_id,
+                        map_index=ti.map_index,
+                        key="return_value",
+                    )
+                    .scalar()
+                )
+                key = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
+                results[key] = (str(ti.state), None if value is None else XComModel.deserialize_value(_Row(value)))
+        return results
+
+    yield run
+    for path in written:
+        path.unlink(missing_ok=True)
+
+
+class _Row:
+    def __init__(self, value: Any) -> None:
+        self.value = value

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The main job: install the provider, start the sandbox, run the example DAG end to end into SQLite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[sqlite]"
+exec .venv/bin/python scripts/run_demo.py

@@ -1,0 +1,112 @@
+"""The main job: the example DAG end to end against the local sandbox, into an embedded SQLite warehouse.
+
+Starts the sandbox (real HTTPS with client certificates) with its clock at Monday 21:55 running 3600x,
+runs ``example_dags/skattekonto_daily.py`` for Tuesday's delivery morning with real Airflow
+(``dag.test()``, triggers included): order -> wait for 07:00 -> download -> parse -> load, then loads
+the same morning again to show it is a no-op, and prints what the warehouse holds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = Path(os.environ.get("SKATTEKONTO_DEMO_DIR", ROOT / ".demo"))
+STOCKHOLM_START = "2026-11-30T21:55:00+01:00"  # a Monday evening; the file comes Tuesday 07:00
+
+
+def prepare_airflow() -> None:
+    home = WORK / "airflow"
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "example_dags"),
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING"),
+        }
+    )
+    airflow = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True)
+
+
+def load_example_dag():
+    spec = importlib.util.spec_from_file_location("skattekonto_daily", ROOT / "example_dags" / "skattekonto_daily.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dag
+
+
+def summary(db: Path) -> str:
+    with sqlite3.connect(db) as conn:
+        files = conn.execute(
+            "SELECT file_name, principal_count, transaction_count FROM skattekonto_files ORDER BY created_at"
+        ).fetchall()
+        principals, balance = conn.execute(
+            "SELECT COUNT(DISTINCT principal), COALESCE(SUM(balance_skatteverket_ore), 0) FROM skattekonto_balances"
+        ).fetchone()
+        transactions, amounts = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(COALESCE(amount_skatteverket_ore, 0) + COALESCE(amount_kronofogden_ore, 0)), 0)"
+            " FROM skattekonto_transactions"
+        ).fetchone()
+        debtors = conn.execute(
+            "SELECT COUNT(*) FROM skattekonto_balances WHERE balance_skatteverket_ore < 0"
+        ).fetchone()[0]
+    lines = [f"Warehouse {db}:"]
+    lines += [f"  file {name}: {p} principals, {t} transactions" for name, p, t in files]
+    lines += [
+        f"  principals:   {principals} ({debtors} with a debt at Skatteverket)",
+        f"  transactions: {transactions} (sum {amounts / 100:,.2f} kr)".replace(",", " "),
+        f"  reconciled balances, total: {balance / 100:,.2f} kr".replace(",", " "),
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    shutil.rmtree(WORK, ignore_errors=True)
+    started = time.monotonic()
+    prepare_airflow()
+
+    from airflow_provider_skattekonto.sandbox.clock import SandboxClock
+    from airflow_provider_skattekonto.sandbox.server import Sandbox
+
+    start = dt.datetime.fromisoformat(STOCKHOLM_START)
+    warehouse = WORK / "warehouse.db"
+    with Sandbox.start(
+        WORK / "sandbox", clock=SandboxClock(start, speed=3600.0), principals_per_orderer=250, transactions_per_principal=12
+    ) as sandbox:
+        connection = sandbox.airflow_connection("orderer", archive_url=(WORK / "archive").as_uri())
+        os.environ["AIRFLOW_CONN_SKATTEKONTO_DEFAULT"] = json.dumps(connection)
+        os.environ["AIRFLOW_CONN_SKATTEKONTO_WAREHOUSE"] = json.dumps({"conn_type": "sqlite", "host": str(warehouse)})
+        print(f"Sandbox at {sandbox.base_url}; its clock starts {start:%A %Y-%m-%d %H:%M} and runs 3600x")
+
+        dag = load_example_dag()
+        runs = {}
+        for attempt in ("first run", "same morning again"):
+            dag_run = dag.test(logical_date=start)
+            states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+            runs[attempt] = states
+            print(f"{attempt}: {states}")
+        orders = sandbox.orders()
+        print(f"Orders the sandbox accepted: {len(orders)} ({', '.join(o.client_correlation_id for o in orders)})")
+        print(f"Sandbox clock now: {sandbox.clock.now():%A %Y-%m-%d %H:%M}")
+
+    print(summary(warehouse))
+    print(f"Done in {time.monotonic() - started:.0f} s. Files archived under {WORK / 'archive'}.")
+    ok = all(state == "success" for states in runs.values() for state in states.values())
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
