@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -20,3 +21,17 @@ def use_connection(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[..
         return connection
 
     return register
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> Callable[[], str]:
+    """Everything logged so far in this test: stdlib logging and Airflow's structlog output (stdout/stderr)."""
+    caplog.set_level(logging.DEBUG)
+    seen: list[str] = []
+
+    def read() -> str:
+        out, err = capfd.readouterr()
+        seen.extend((out, err))
+        return caplog.text + "".join(seen)
+
+    return read

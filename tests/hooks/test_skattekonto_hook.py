@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import uuid
 from typing import Any
 
@@ -31,11 +30,10 @@ def hook(sandbox: Any, use_connection: Any) -> SkattekontoHook:
 def bestall_requests(sandbox: Any) -> int:
     """How many bestall requests reached the sandbox (any status)."""
     routes = sandbox.stats()["requests"]
-    return sum(count for key, count in routes.items() if key.startswith("bestall"))
+    return sum(sum(counts.values()) for route, counts in routes.items() if route.startswith("bestall"))
 
 
-def test_bestall_accepted_with_correlation_ids(hook: SkattekontoHook, sandbox: Any, caplog: Any) -> None:
-    caplog.set_level(logging.INFO)
+def test_bestall_accepted_with_correlation_ids(hook: SkattekontoHook, sandbox: Any, logs: Any) -> None:
     result = hook.bestall()
 
     assert result.status == 202
@@ -46,7 +44,7 @@ def test_bestall_accepted_with_correlation_ids(hook: SkattekontoHook, sandbox: A
     orders = sandbox.orders()
     assert [o.client_correlation_id for o in orders] == [result.correlation_id]
     assert orders[0].orderer == sandbox.pki.identity("orderer").organisation_number
-    assert f"sent={result.correlation_id} echoed={result.correlation_id}" in caplog.text
+    assert f"sent={result.correlation_id} echoed={result.correlation_id}" in logs()
     assert result.to_xcom()["delivery_morning"] == "2026-12-01T07:00:00+01:00"
 
 
@@ -54,7 +52,10 @@ def test_one_token_for_many_calls_and_unique_correlation_ids(hook: SkattekontoHo
     ids = {hook.bestall().correlation_id for _ in range(5)}
     assert len(ids) == 5
     assert hook.tokens.fetched == 1
-    assert sum(sandbox.stats()["tokens_issued"].values()) == 1
+    stats = sandbox.stats()
+    assert sum(stats["tokens_issued"].values()) == 1
+    assert stats["reused_client_correlation_ids"] == 0
+    assert stats["unexpected_headers"] == {}  # only the headers the service lists
 
 
 def test_expired_token_is_refreshed_once(hook: SkattekontoHook, sandbox: Any) -> None:
@@ -116,11 +117,10 @@ def test_503_plain_text_body_is_reported(sandbox: Any, use_connection: Any) -> N
     assert "Service not available for request uri" in str(caught.value)
 
 
-def test_retry_after_header_is_honoured(hook: SkattekontoHook, sandbox: Any, caplog: Any) -> None:
-    caplog.set_level(logging.WARNING)
-    sandbox.faults.status("bestall", 429, retry_after=0.3)
+def test_retry_after_header_is_honoured(hook: SkattekontoHook, sandbox: Any, logs: Any) -> None:
+    sandbox.faults.status("bestall", 429, retry_after=1)
     hook.bestall()
-    assert "retrying in 0.3 s" in caplog.text
+    assert "retrying in 1.0 s" in logs()  # Retry-After is whole seconds on the wire
 
 
 def test_retries_stop_at_the_budget(sandbox: Any, use_connection: Any) -> None:
@@ -156,8 +156,7 @@ def test_friday_order_lands_in_mondays_file(hook: SkattekontoHook, sandbox: Any)
     assert hook.bestall().delivery_morning == dt.datetime(2026, 11, 30, 7, 0, tzinfo=STOCKHOLM)
 
 
-def test_no_secret_reaches_the_logs(sandbox: Any, use_connection: Any, caplog: Any) -> None:
-    caplog.set_level(logging.DEBUG)
+def test_no_secret_reaches_the_logs(sandbox: Any, use_connection: Any, logs: Any) -> None:
     sandbox.clock.set(now=MONDAY_NOON)
     connection = use_connection()
     hook = SkattekontoHook()
@@ -171,7 +170,7 @@ def test_no_secret_reaches_the_logs(sandbox: Any, use_connection: Any, caplog: A
         connection["extra"]["api_client_secret"],
         connection["extra"]["certificate_password"],
     ]
-    text = caplog.text + str(caught.value) + repr(hook.config)
+    text = logs() + str(caught.value) + repr(hook.config)
     for secret in secrets:
         assert secret and secret not in text
     assert token is None or token not in text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from tests.hooks.conftest import use_connection  # noqa: F401  (shared fixture)
+from tests.hooks.conftest import logs, use_connection  # noqa: F401  (shared fixtures)
 
 HEADER = """
 import datetime as dt

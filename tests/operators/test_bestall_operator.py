@@ -18,7 +18,7 @@ def bestall_dag(**kwargs: Any) -> tuple[str, str]:
     return dag_source(f"BestallOperator(task_id='bestall', {args})")
 
 
-def test_orders_when_open(sandbox: Any, use_connection: Any, run_dag_file: Any, caplog: Any) -> None:
+def test_orders_when_open(sandbox: Any, use_connection: Any, run_dag_file: Any, logs: Any) -> None:
     sandbox.clock.set(now=dt.datetime(2026, 11, 30, 12, 0, tzinfo=STOCKHOLM), speed=1.0)
     use_connection()
     state, xcom = run_dag_file(*bestall_dag())["bestall"]
@@ -27,7 +27,7 @@ def test_orders_when_open(sandbox: Any, use_connection: Any, run_dag_file: Any, 
     assert xcom["delivery_morning"] == "2026-12-01T07:00:00+01:00"
     [order] = sandbox.orders()
     assert order.client_correlation_id == xcom["correlation_id"]
-    assert xcom["correlation_id"] in caplog.text
+    assert xcom["correlation_id"] in logs()
 
 
 def test_closed_window_defers_until_five(sandbox: Any, use_connection: Any, run_dag_file: Any) -> None:
@@ -52,7 +52,7 @@ def test_waits_for_the_runs_order_window(sandbox: Any, use_connection: Any, run_
     assert dt.datetime.fromisoformat(xcom["ordered_at"]) >= dt.datetime(2026, 12, 1, 5, 0, tzinfo=STOCKHOLM)
 
 
-def test_backfill_does_not_order(sandbox: Any, use_connection: Any, run_dag_file: Any, caplog: Any) -> None:
+def test_backfill_does_not_order(sandbox: Any, use_connection: Any, run_dag_file: Any, logs: Any) -> None:
     sandbox.clock.set(now=dt.datetime(2026, 11, 30, 12, 0, tzinfo=STOCKHOLM), speed=1.0)
     use_connection()
     state, xcom = run_dag_file(*bestall_dag(delivery_morning="2026-11-27T07:00:00+01:00"))["bestall"]
@@ -60,7 +60,7 @@ def test_backfill_does_not_order(sandbox: Any, use_connection: Any, run_dag_file
     assert xcom["ordered"] is False and xcom["reason"] == "cutoff_passed"
     assert xcom["delivery_morning"] == "2026-11-27T07:00:00+01:00"
     assert sandbox.orders() == []
-    assert "history cannot be ordered" in caplog.text
+    assert "history cannot be ordered" in logs()
 
 
 def test_forbidden_fails_without_retry(sandbox: Any, use_connection: Any, run_dag_file: Any) -> None:

@@ -33,7 +33,7 @@ def sensor_dag(**sensor_kwargs: Any) -> tuple[str, str]:
 
 
 def test_order_then_wait_across_the_weekend(
-    sandbox: Any, use_connection: Any, run_dag_file: Any, tmp_path: Path, caplog: Any
+    sandbox: Any, use_connection: Any, run_dag_file: Any, tmp_path: Path, logs: Any
 ) -> None:
     # Friday 10:00 -> the order lands in Monday's file; 69 h of sandbox time pass in a few real seconds.
     sandbox.clock.set(now=dt.datetime(2026, 11, 27, 10, 0, tzinfo=STOCKHOLM), speed=40000.0)
@@ -48,7 +48,7 @@ def test_order_then_wait_across_the_weekend(
     assert sandbox.clock.now() >= dt.datetime(2026, 11, 30, 7, 0, tzinfo=STOCKHOLM)
 
 
-def test_weekend_morning_moves_to_monday(sandbox: Any, use_connection: Any, run_dag_file: Any, caplog: Any) -> None:
+def test_weekend_morning_moves_to_monday(sandbox: Any, use_connection: Any, run_dag_file: Any, logs: Any) -> None:
     sandbox.clock.set(now=dt.datetime(2026, 11, 27, 10, 0, tzinfo=STOCKHOLM), speed=1.0)
     use_connection()
     SkattekontoHook().bestall()
@@ -58,19 +58,19 @@ def test_weekend_morning_moves_to_monday(sandbox: Any, use_connection: Any, run_
     ]
     assert state == "success"
     assert xcom["delivery_morning"] == "2026-11-30T07:00:00+01:00" and xcom["path"] is None
-    assert "2026-11-28 is a weekend day" in caplog.text
+    assert "2026-11-28 is a weekend day" in logs()
 
 
 def test_deadline_fails_with_an_actionable_message(
-    sandbox: Any, use_connection: Any, run_dag_file: Any, caplog: Any
+    sandbox: Any, use_connection: Any, run_dag_file: Any, logs: Any
 ) -> None:
     sandbox.clock.set(now=dt.datetime(2026, 11, 30, 6, 30, tzinfo=STOCKHOLM), speed=20000.0)
     use_connection()
     dag = sensor_dag(delivery_morning="2026-11-30T07:00:00+01:00", poll_interval=900)
     state, _ = run_dag_file(*dag)["wait_for_file"]
     assert state == "failed"
-    assert "No answer file for the delivery morning 2026-11-30 07:00" in caplog.text
-    assert "before the cutoff 2026-11-30 03:00" in caplog.text
+    assert "No answer file for the delivery morning 2026-11-30 07:00" in logs()
+    assert "before the cutoff 2026-11-30 03:00" in logs()
 
 
 def test_backfill_without_file_can_skip(sandbox: Any, use_connection: Any, run_dag_file: Any) -> None:
