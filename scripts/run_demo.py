@@ -1,6 +1,6 @@
 """The main job: the example DAG end to end against the local sandbox, into an embedded SQLite warehouse.
 
-Starts the sandbox (real HTTPS with client certificates) with its clock at Monday 21:55 running 3600x,
+Starts the sandbox (real HTTPS with client certificates) with its clock at Monday 20:00 running 900x,
 runs ``example_dags/skattekonto_daily.py`` for Tuesday's delivery morning with real Airflow
 (``dag.test()``, triggers included): order -> wait for 07:00 -> download -> parse -> load, then loads
 the same morning again to show it is a no-op, and prints what the warehouse holds.
@@ -21,7 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = Path(os.environ.get("SKATTEKONTO_DEMO_DIR", ROOT / ".demo"))
-STOCKHOLM_START = "2026-11-30T21:55:00+01:00"  # a Monday evening; the file comes Tuesday 07:00
+STOCKHOLM_START = "2026-11-30T20:00:00+01:00"  # a Monday evening; the file comes Tuesday 07:00
+SPEED = 900.0  # sandbox seconds per real second: the night passes in under a minute
 
 
 def prepare_airflow() -> None:
@@ -68,7 +69,7 @@ def summary(db: Path) -> str:
     lines += [
         f"  principals:   {principals} ({debtors} with a debt at Skatteverket)",
         f"  transactions: {transactions} (sum {amounts / 100:,.2f} kr)".replace(",", " "),
-        f"  reconciled balances, total: {balance / 100:,.2f} kr".replace(",", " "),
+        f"  reconciled balances in total: {balance / 100:,.2f} kr".replace(",", " "),
     ]
     return "\n".join(lines)
 
@@ -84,12 +85,12 @@ def main() -> int:
     start = dt.datetime.fromisoformat(STOCKHOLM_START)
     warehouse = WORK / "warehouse.db"
     with Sandbox.start(
-        WORK / "sandbox", clock=SandboxClock(start, speed=3600.0), principals_per_orderer=250, transactions_per_principal=12
+        WORK / "sandbox", clock=SandboxClock(start, speed=SPEED), principals_per_orderer=250, transactions_per_principal=12
     ) as sandbox:
         connection = sandbox.airflow_connection("orderer", archive_url=(WORK / "archive").as_uri())
         os.environ["AIRFLOW_CONN_SKATTEKONTO_DEFAULT"] = json.dumps(connection)
         os.environ["AIRFLOW_CONN_SKATTEKONTO_WAREHOUSE"] = json.dumps({"conn_type": "sqlite", "host": str(warehouse)})
-        print(f"Sandbox at {sandbox.base_url}; its clock starts {start:%A %Y-%m-%d %H:%M} and runs 3600x")
+        print(f"Sandbox at {sandbox.base_url}; its clock starts {start:%A %Y-%m-%d %H:%M} and runs {SPEED:.0f}x")
 
         dag = load_example_dag()
         runs = {}

@@ -29,24 +29,28 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
-from airflow_provider_skattekonto.domain.identifiers import normalize_organisation_number
+from airflow_provider_skattekonto.domain.identifiers import InvalidIdentifierError, normalize_organisation_number
 from airflow_provider_skattekonto.domain.records import Balance, FileHeader, FileTrailer, Record, Transaction
 from airflow_provider_skattekonto.exceptions import SkattekontoError
 
 __all__ = [
     "DEFAULT_PREFIX",
     "DIALECTS",
+    "FileChecksumError",
     "LoadResult",
     "SnapshotLoadError",
     "TableNames",
+    "VerifiedChunks",
     "ddl_statements",
     "ensure_tables",
     "load_answer_file",
+    "load_answer_stream",
+    "sha256_of",
     "table_names",
 ]
 
@@ -244,9 +248,7 @@ def ddl_statements(*, dialect: str, prefix: str = DEFAULT_PREFIX, schema: str | 
     return [files, balances, transactions]
 
 
-def ensure_tables(
-    conn: Any, *, dialect: str, prefix: str = DEFAULT_PREFIX, schema: str | None = None
-) -> None:
+def ensure_tables(conn: Any, *, dialect: str, prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> None:
     """Create the three tables if they are missing, and commit.
 
     Existing tables are left as they are (no migration). ``sqlite`` and ``postgresql`` use
@@ -312,9 +314,7 @@ class LoadResult:
 def _ts(value: dt.datetime) -> str:
     """Canonical text form of an aware datetime: UTC, microseconds, '+00:00' (sorts as text)."""
     if value.tzinfo is None or value.utcoffset() is None:
-        raise SnapshotLoadError(
-            f"Naive datetime {value.isoformat()} given: timestamps must be timezone-aware."
-        )
+        raise SnapshotLoadError(f"Naive datetime {value.isoformat()} given: timestamps must be timezone-aware.")
     return value.astimezone(_UTC).isoformat(timespec="microseconds")
 
 
@@ -388,7 +388,8 @@ def _transaction(conn: Any, dialect: str) -> Iterator[Any]:
     """
     restore_autocommit = False
     sqlite_sql_control = False
-    if dialect == "sqlite" and hasattr(conn, "in_transaction"):
+    is_sqlite = _driver_module(conn) in ("sqlite3", "pysqlite3") or dialect == "sqlite"
+    if is_sqlite and hasattr(conn, "in_transaction"):  # also under the generic dialect
         # Python 3.12+ ``autocommit=True``: commit()/rollback() are no-ops, use SQL for both ends.
         sqlite_sql_control = getattr(conn, "autocommit", None) is True
         if not conn.in_transaction and getattr(conn, "autocommit", None) is not False:
@@ -409,9 +410,7 @@ def _transaction(conn: Any, dialect: str) -> Iterator[Any]:
             else:
                 conn.rollback()
         except Exception as rollback_error:  # connection gone: the server discards the transaction
-            log.warning(
-                "Rollback failed (%s); the server discards the uncommitted transaction.", rollback_error
-            )
+            log.warning("Rollback failed (%s); the server discards the uncommitted transaction.", str(rollback_error))
         raise
     else:
         cur.close()
@@ -429,17 +428,38 @@ def _transaction(conn: Any, dialect: str) -> Iterator[Any]:
 # -------------------------------------------------------------------------------------------- sinks
 
 
-class _Sink:
-    """Buffers one file's writes and sends them in bounded batches, in a safe order per batch."""
+class _IsoDates(dict):  # type: ignore[type-arg]
+    """date -> ISO text, memoized (a file holds few distinct dates); None -> None."""
 
-    def __init__(self, cur: Any, names: TableNames, orderer: str, file_id: str) -> None:
+    def __missing__(self, key: dt.date | None) -> str | None:
+        value = None if key is None else key.isoformat()
+        self[key] = value
+        return value
+
+
+class _SameDates(dict):  # type: ignore[type-arg]
+    """Dates passed to the driver as ``datetime.date`` (generic dialect)."""
+
+    def __missing__(self, key: dt.date | None) -> dt.date | None:
+        return key
+
+
+class _Sink:
+    """Writes one file's rows: transactions as they stream, balances and deletes of replaced snapshots
+    at :meth:`flush` (called before any other statement on the connection, and at the end).
+
+    Deletes touch only rows of *other* files (the transactions key includes ``file_id``), and old balance
+    rows are deleted before the new ones are inserted, so the order of the batches is free.
+    """
+
+    def __init__(self, cur: Any, names: TableNames, orderer: str, file_id: str, batch: int) -> None:
         self.cur = cur
         self.names = names
         self.orderer = orderer
         self.file_id = file_id
+        self.batch = batch
         self.replaced: list[tuple[str, dt.date]] = []
         self.balances: list[Balance] = []
-        self.pending = 0  # buffered transaction rows
         self.inserted = 0
         self.deleted: int | None = 0
 
@@ -448,24 +468,28 @@ class _Sink:
         raise NotImplementedError
 
     def add(self, tx: Transaction) -> None:
+        """One transaction of the current principal."""
         raise NotImplementedError
 
     def flush(self) -> None:
-        """Send everything buffered: deletes of replaced snapshots, then balances, then transactions."""
+        """Send everything buffered; afterwards the connection is free for other statements."""
+        self._send_transactions()
         if self.replaced:
             self._delete(self.replaced)
             self.replaced = []
         if self.balances:
             self._insert_balances(self.balances)
             self.balances = []
-        if self.pending:
-            self._insert_transactions()
-            self.inserted += self.pending
-            self.pending = 0
+
+    def abort(self) -> None:
+        """Called on failure, before the rollback: end any operation in progress on the connection."""
 
     def _add_deleted(self, count: int) -> None:
         if self.deleted is not None:
             self.deleted = None if count < 0 else self.deleted + count
+
+    def _send_transactions(self) -> None:
+        raise NotImplementedError
 
     def _delete(self, keys: list[tuple[str, dt.date]]) -> None:
         raise NotImplementedError
@@ -473,21 +497,27 @@ class _Sink:
     def _insert_balances(self, balances: list[Balance]) -> None:
         raise NotImplementedError
 
-    def _insert_transactions(self) -> None:
-        raise NotImplementedError
-
 
 class _ExecutemanySink(_Sink):
-    """``executemany`` with prepared statements: SQLite, and any DB-API driver (``generic``)."""
+    """``executemany`` of prepared statements in batches: SQLite, and any DB-API driver (``generic``)."""
 
     def __init__(
-        self, cur: Any, names: TableNames, orderer: str, file_id: str, *, params: _Params, dates_as_text: bool
+        self,
+        cur: Any,
+        names: TableNames,
+        orderer: str,
+        file_id: str,
+        batch: int,
+        *,
+        params: _Params,
+        dates_as_text: bool,
     ) -> None:
-        super().__init__(cur, names, orderer, file_id)
+        super().__init__(cur, names, orderer, file_id, batch)
         self.params = params
-        self.date: Any = dt.date.isoformat if dates_as_text else (lambda value: value)
+        self.dates: dict[Any, Any] = _IsoDates() if dates_as_text else _SameDates()
         self.rows: list[tuple[Any, ...]] = []
-        self.head: tuple[Any, ...] = ()
+        self.principal = ""
+        self.period: Any = None
         cols = ", ".join(_TRANSACTION_COLUMNS)
         marks = ", ".join("?" * len(_TRANSACTION_COLUMNS))
         self.sql_tx = params.sql(f"INSERT INTO {names.transactions} ({cols}) VALUES ({marks})")
@@ -500,54 +530,59 @@ class _ExecutemanySink(_Sink):
 
     def start_principal(self, balance: Balance) -> None:
         self.balances.append(balance)
-        self.head = (self.orderer, balance.principal, self.date(balance.reconciled_on), self.file_id)
+        self.principal = balance.principal
+        self.period = self.dates[balance.reconciled_on]
 
     def add(self, tx: Transaction) -> None:
-        date = self.date
-        interest = tx.interest_date
-        self.rows.append(
+        dates = self.dates
+        rows = self.rows
+        rows.append(
             (
-                *self.head,
+                self.orderer,
+                self.principal,
+                self.period,
+                self.file_id,
                 tx.sequence,
                 tx.transaction_id,
-                date(tx.transaction_date),
-                None if interest is None else date(interest),
+                dates[tx.transaction_date],
+                dates[tx.interest_date],
                 tx.text,
                 tx.amount_skatteverket_ore,
                 tx.amount_kronofogden_ore,
             )
         )
-        self.pending += 1
+        if len(rows) >= self.batch:
+            self._send_transactions()
+
+    def _send_transactions(self) -> None:
+        if self.rows:
+            self.cur.executemany(self.sql_tx, self.params.many(self.rows))
+            self.inserted += len(self.rows)
+            self.rows = []
 
     def _delete(self, keys: list[tuple[str, dt.date]]) -> None:
-        p, date = self.params, self.date
-        self.cur.executemany(
-            self.sql_delete_tx, p.many([(self.orderer, k, date(r), self.file_id) for k, r in keys])
-        )
+        p, dates = self.params, self.dates
+        self.cur.executemany(self.sql_delete_tx, p.many([(self.orderer, k, dates[r], self.file_id) for k, r in keys]))
         self._add_deleted(self.cur.rowcount)
-        self.cur.executemany(self.sql_delete_balance, p.many([(self.orderer, k, date(r)) for k, r in keys]))
+        self.cur.executemany(self.sql_delete_balance, p.many([(self.orderer, k, dates[r]) for k, r in keys]))
 
     def _insert_balances(self, balances: list[Balance]) -> None:
-        date = self.date
+        dates = self.dates
         rows = [
             (
                 self.orderer,
                 b.principal,
-                date(b.reconciled_on),
+                dates[b.reconciled_on],
                 self.file_id,
                 b.balance_skatteverket_ore,
                 b.balance_kronofogden_ore,
                 b.interest_skatteverket_ore,
                 _ts(b.last_updated),
-                None if b.next_reconciliation_on is None else date(b.next_reconciliation_on),
+                dates[b.next_reconciliation_on],
             )
             for b in balances
         ]
         self.cur.executemany(self.sql_balance, self.params.many(rows))
-
-    def _insert_transactions(self) -> None:
-        self.cur.executemany(self.sql_tx, self.params.many(self.rows))
-        self.rows = []
 
 
 _NULL = "\\N"
@@ -555,36 +590,121 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 
 
 def _copy_text(value: str | None) -> str:
-    return "\\N" if value is None else value.translate(_COPY_ESCAPES)
+    return _NULL if value is None else value.translate(_COPY_ESCAPES)
 
 
 def _copy_value(value: object) -> str:
-    return "\\N" if value is None else str(value)
+    return _NULL if value is None else str(value)
 
 
-class _CopySink(_Sink):
-    """PostgreSQL: ``COPY ... FROM STDIN`` (text format) per batch, through psycopg2 or psycopg 3."""
+class _PostgresSink(_Sink):
+    """PostgreSQL deletes of replaced snapshots: one set-based ``DELETE ... USING unnest(...)`` each."""
 
-    def __init__(self, cur: Any, names: TableNames, orderer: str, file_id: str, *, psycopg3: bool) -> None:
-        super().__init__(cur, names, orderer, file_id)
-        self.psycopg3 = psycopg3
-        self.lines: list[str] = []
-        self.head = ""
+    def __init__(self, cur: Any, names: TableNames, orderer: str, file_id: str, batch: int) -> None:
+        super().__init__(cur, names, orderer, file_id, batch)
+        using = " USING unnest(%s::text[], %s::date[]) AS k (principal, reconciled_on)"
+        match = "orderer = %s AND {a}.principal = k.principal AND {a}.reconciled_on = k.reconciled_on"
+        self.sql_delete_tx = (
+            f"DELETE FROM {names.transactions} AS t{using} WHERE t.{match.format(a='t')} AND t.file_id <> %s"
+        )
+        self.sql_delete_balance = f"DELETE FROM {names.balances} AS b{using} WHERE b.{match.format(a='b')}"
         self.copy_tx = f"COPY {names.transactions} ({', '.join(_TRANSACTION_COLUMNS)}) FROM STDIN"
         self.copy_balance = f"COPY {names.balances} ({', '.join(_BALANCE_COLUMNS)}) FROM STDIN"
-        self.sql_delete_tx = (
-            f"DELETE FROM {names.transactions} AS t"
-            " USING unnest(%s::text[], %s::date[]) AS k (principal, reconciled_on)"
-            " WHERE t.orderer = %s AND t.principal = k.principal AND t.reconciled_on = k.reconciled_on"
-            " AND t.file_id <> %s"
+
+    def _delete(self, keys: list[tuple[str, dt.date]]) -> None:
+        principals = [k for k, _ in keys]
+        periods = [r for _, r in keys]
+        self.cur.execute(self.sql_delete_tx, (principals, periods, self.orderer, self.file_id))
+        self._add_deleted(self.cur.rowcount)
+        self.cur.execute(self.sql_delete_balance, (principals, periods, self.orderer))
+
+
+_TX_BINARY_TYPES = ["text", "text", "date", "text", "int4", "text", "date", "date", "text", "int8", "int8"]
+_BALANCE_BINARY_TYPES = ["text", "text", "date", "text", "int8", "int8", "int8", "timestamptz", "date"]
+
+
+class _Psycopg3Sink(_PostgresSink):
+    """psycopg 3: one binary ``COPY`` streams the transactions as they come (``Copy.write_row``, whose
+    encoding runs in psycopg's C extension while the server ingests); it is closed only when another
+    statement is needed (a new reconciliation period's prefetch, and the end)."""
+
+    def __init__(self, cur: Any, names: TableNames, orderer: str, file_id: str, batch: int) -> None:
+        super().__init__(cur, names, orderer, file_id, batch)
+        self.head: tuple[Any, ...] = ()
+        self.copy: Any = None
+        self.copy_cm: Any = None
+        self.pending = 0
+
+    def start_principal(self, balance: Balance) -> None:
+        self.balances.append(balance)
+        self.head = (self.orderer, balance.principal, balance.reconciled_on, self.file_id)
+
+    def add(self, tx: Transaction) -> None:
+        copy = self.copy
+        if copy is None:
+            self.copy_cm = self.cur.copy(self.copy_tx + " (FORMAT BINARY)")
+            copy = self.copy = self.copy_cm.__enter__()
+            copy.set_types(_TX_BINARY_TYPES)
+        copy.write_row(
+            (
+                *self.head,
+                tx.sequence,
+                tx.transaction_id,
+                tx.transaction_date,
+                tx.interest_date,
+                tx.text,
+                tx.amount_skatteverket_ore,
+                tx.amount_kronofogden_ore,
+            )
         )
-        self.sql_delete_balance = (
-            f"DELETE FROM {names.balances} AS b"
-            " USING unnest(%s::text[], %s::date[]) AS k (principal, reconciled_on)"
-            " WHERE b.orderer = %s AND b.principal = k.principal AND b.reconciled_on = k.reconciled_on"
-        )
+        self.pending += 1
+
+    def _send_transactions(self) -> None:
+        if self.copy_cm is not None:
+            cm, self.copy_cm, self.copy = self.copy_cm, None, None
+            cm.__exit__(None, None, None)
+            self.inserted += self.pending
+            self.pending = 0
+
+    def abort(self) -> None:
+        if self.copy_cm is not None:
+            cm, self.copy_cm, self.copy = self.copy_cm, None, None
+            with suppress(Exception):
+                cm.__exit__(SnapshotLoadError, SnapshotLoadError("load aborted"), None)
+
+    def _insert_balances(self, balances: list[Balance]) -> None:
+        with self.cur.copy(self.copy_balance + " (FORMAT BINARY)") as copy:
+            copy.set_types(_BALANCE_BINARY_TYPES)
+            for b in balances:
+                copy.write_row(
+                    (
+                        self.orderer,
+                        b.principal,
+                        b.reconciled_on,
+                        self.file_id,
+                        b.balance_skatteverket_ore,
+                        b.balance_kronofogden_ore,
+                        b.interest_skatteverket_ore,
+                        b.last_updated,
+                        b.next_reconciliation_on,
+                    )
+                )
+
+
+class _Psycopg2Sink(_PostgresSink):
+    """psycopg2: text ``COPY`` (``copy_expert``) per batch, sent by a helper thread while the next batch
+    is formatted (psycopg2 releases the GIL during network I/O). Only one thread uses the connection at
+    a time: every other statement waits for the batch in flight."""
+
+    def __init__(self, cur: Any, names: TableNames, orderer: str, file_id: str, batch: int) -> None:
+        super().__init__(cur, names, orderer, file_id, batch)
+        self.lines: list[str] = []
+        self.head = ""
         self.orderer_text = _copy_text(orderer)
         self.file_id_text = _copy_text(file_id)
+        self.executor: Any = None
+        self.in_flight: Any = None
+        self.in_flight_rows = 0
 
     def start_principal(self, balance: Balance) -> None:
         self.balances.append(balance)
@@ -599,27 +719,51 @@ class _CopySink(_Sink):
         sv = tx.amount_skatteverket_ore
         kf = tx.amount_kronofogden_ore
         null = _NULL
-        self.lines.append(
+        lines = self.lines
+        lines.append(
             f"{self.head}{tx.sequence}\t{null if tid is None else tid.translate(_COPY_ESCAPES)}"
             f"\t{tx.transaction_date.isoformat()}\t{null if interest is None else interest.isoformat()}"
             f"\t{tx.text.translate(_COPY_ESCAPES)}\t{null if sv is None else sv}"
             f"\t{null if kf is None else kf}\n"
         )
-        self.pending += 1
+        if len(lines) >= self.batch:
+            self._submit()
 
-    def _copy(self, statement: str, data: str) -> None:
-        if self.psycopg3:
-            with self.cur.copy(statement) as copy:
-                copy.write(data)
-        else:
-            self.cur.copy_expert(statement, io.StringIO(data), size=1 << 20)
+    def _submit(self) -> None:
+        data = "".join(self.lines)
+        rows = len(self.lines)
+        self.lines = []
+        self._wait()
+        if self.executor is None:
+            from concurrent.futures import ThreadPoolExecutor
 
-    def _delete(self, keys: list[tuple[str, dt.date]]) -> None:
-        principals = [k for k, _ in keys]
-        periods = [r for _, r in keys]
-        self.cur.execute(self.sql_delete_tx, (principals, periods, self.orderer, self.file_id))
-        self._add_deleted(self.cur.rowcount)
-        self.cur.execute(self.sql_delete_balance, (principals, periods, self.orderer))
+            self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skattekonto-copy")
+        self.in_flight = self.executor.submit(self.cur.copy_expert, self.copy_tx, io.StringIO(data), 1 << 20)
+        self.in_flight_rows = rows
+
+    def _wait(self) -> None:
+        if self.in_flight is not None:
+            future, self.in_flight = self.in_flight, None
+            future.result()
+            self.inserted += self.in_flight_rows
+            self.in_flight_rows = 0
+
+    def _send_transactions(self) -> None:
+        if self.lines:
+            self._submit()
+        self._wait()
+        if self.executor is not None:
+            self.executor.shutdown()
+            self.executor = None
+
+    def abort(self) -> None:
+        if self.in_flight is not None:
+            with suppress(Exception):
+                self.in_flight.result()
+            self.in_flight = None
+        if self.executor is not None:
+            self.executor.shutdown()
+            self.executor = None
 
     def _insert_balances(self, balances: list[Balance]) -> None:
         lines = [
@@ -633,30 +777,27 @@ class _CopySink(_Sink):
                     _copy_value(b.balance_kronofogden_ore),
                     _copy_value(b.interest_skatteverket_ore),
                     _ts(b.last_updated),
-                    "\\N" if b.next_reconciliation_on is None else b.next_reconciliation_on.isoformat(),
+                    _NULL if b.next_reconciliation_on is None else b.next_reconciliation_on.isoformat(),
                 )
             )
             + "\n"
             for b in balances
         ]
-        self._copy(self.copy_balance, "".join(lines))
-
-    def _insert_transactions(self) -> None:
-        data = "".join(self.lines)
-        self.lines = []
-        self._copy(self.copy_tx, data)
+        self.cur.copy_expert(self.copy_balance, io.StringIO("".join(lines)), 1 << 20)
 
 
 # ------------------------------------------------------------------------------------------- loading
 
 
-def _make_sink(conn: Any, cur: Any, dialect: str, names: TableNames, orderer: str, file_id: str) -> _Sink:
+def _make_sink(conn: Any, cur: Any, dialect: str, names: TableNames, orderer: str, file_id: str, batch: int) -> _Sink:
     if dialect == "postgresql":
         driver = _driver_module(conn)
-        if driver in ("psycopg2", "psycopg"):
-            return _CopySink(cur, names, orderer, file_id, psycopg3=driver == "psycopg")
+        if driver == "psycopg":
+            return _Psycopg3Sink(cur, names, orderer, file_id, batch)
+        if driver == "psycopg2":
+            return _Psycopg2Sink(cur, names, orderer, file_id, batch)
     params = _Params(_paramstyle(conn, dialect))
-    return _ExecutemanySink(cur, names, orderer, file_id, params=params, dates_as_text=dialect == "sqlite")
+    return _ExecutemanySink(cur, names, orderer, file_id, batch, params=params, dates_as_text=dialect == "sqlite")
 
 
 class _Db:
@@ -749,6 +890,103 @@ def _noop(
     )
 
 
+@dataclass(slots=True)
+class _Counts:
+    principals: int = 0
+    transactions: int = 0
+    amount_sum: int = 0
+    balance_sum: int = 0
+    loaded: int = 0
+    replaced: int = 0
+    skipped: int = 0
+    balance_sum_loaded: int = 0
+
+
+def _stream(it: Iterator[Record], db: _Db, sink: _Sink, header: FileHeader, file_name: str) -> _Counts:
+    """The single pass over the body: decide per principal at its Balance, stream the loaded rows."""
+    c = _Counts()
+    orderer = header.orderer
+    version = (_ts(header.created_at), header.file_id)
+    periods: dict[dt.date, dict[str, tuple[str, str]]] = {}
+    seen: set[tuple[str, dt.date]] = set()
+    principal: str | None = None
+    loading = False
+    transactions = amount_sum = 0
+    add = sink.add
+    trailer: FileTrailer | None = None
+    index = 1
+    for index, rec in enumerate(it, start=2):
+        if isinstance(rec, Transaction):
+            if rec.principal != principal or trailer is not None:
+                break
+            transactions += 1
+            amount = rec.amount_skatteverket_ore
+            if amount is not None:
+                amount_sum += amount
+            amount = rec.amount_kronofogden_ore
+            if amount is not None:
+                amount_sum += amount
+            if loading:
+                add(rec)
+        elif isinstance(rec, Balance):
+            if trailer is not None:
+                break
+            principal = rec.principal
+            key = (principal, rec.reconciled_on)
+            if key in seen:
+                raise SnapshotLoadError(
+                    f"{file_name}: record {index}: principal {principal} appears twice for "
+                    f"reconciliation {rec.reconciled_on.isoformat()}."
+                )
+            seen.add(key)
+            c.principals += 1
+            c.balance_sum += rec.balance_skatteverket_ore
+            stored_versions = periods.get(rec.reconciled_on)
+            if stored_versions is None:
+                sink.flush()  # the connection must be free for the prefetch
+                stored_versions = periods[rec.reconciled_on] = db.versions(orderer, rec.reconciled_on)
+            stored = stored_versions.get(principal)
+            loading = stored is None or stored < version
+            if loading:
+                c.loaded += 1
+                c.balance_sum_loaded += rec.balance_skatteverket_ore
+                if stored is not None:
+                    c.replaced += 1
+                    sink.replaced.append(key)
+                sink.start_principal(rec)
+            else:
+                c.skipped += 1
+        elif isinstance(rec, FileTrailer) and trailer is None:
+            trailer = rec
+        else:
+            break
+    else:
+        rec = None
+    if rec is not None:  # left the loop early: a record out of place
+        if trailer is not None:
+            problem = f"record {index} ({type(rec).__name__}) follows the trailer"
+        elif isinstance(rec, Transaction):
+            problem = (
+                f"record {index}: transaction for principal {rec.principal} outside its block "
+                f"(current principal: {principal})"
+            )
+        else:
+            problem = f"record {index} is an unexpected {type(rec).__name__}"
+        raise SnapshotLoadError(f"{file_name}: {problem}.")
+    if trailer is None:
+        raise SnapshotLoadError(f"{file_name}: the records end without a trailer; the file is incomplete.")
+    c.transactions, c.amount_sum = transactions, amount_sum
+    counted = (c.principals, c.transactions, c.amount_sum)
+    declared = (trailer.principal_count, trailer.transaction_count, trailer.amount_sum_ore)
+    if counted != declared:
+        raise SnapshotLoadError(
+            f"{file_name}: the trailer declares principals/transactions/amount sum {declared}, "
+            f"but the file holds {counted}; the file is inconsistent, nothing was loaded."
+        )
+    sink.flush()
+    return c
+
+
 def load_answer_file(
     conn: Any,
     records: Iterable[Record],
@@ -780,7 +1018,10 @@ def load_answer_file(
     if delivery_morning is not None:
         _ts(delivery_morning)  # validates awareness
     if expected_orderer is not None:
-        expected_orderer = normalize_organisation_number(expected_orderer)
+        try:
+            expected_orderer = normalize_organisation_number(expected_orderer)
+        except InvalidIdentifierError as exc:
+            raise SnapshotLoadError(f"{file_name}: expected orderer {expected_orderer!r} is invalid: {exc}") from None
 
     it = iter(records)
     with _transaction(conn, dialect) as cur:
@@ -805,8 +1046,7 @@ def load_answer_file(
 
         loaded_at = dt.datetime.now(_UTC)
         db.execute(
-            f"INSERT INTO {names.files} ({', '.join(_FILE_COLUMNS)})"
-            f" VALUES ({', '.join('?' * len(_FILE_COLUMNS))})",
+            f"INSERT INTO {names.files} ({', '.join(_FILE_COLUMNS)}) VALUES ({', '.join('?' * len(_FILE_COLUMNS))})",
             (
                 header.file_id,
                 file_name,
@@ -820,98 +1060,26 @@ def load_answer_file(
                 0,
             ),
         )
-        version = (_ts(header.created_at), header.file_id)
-        sink = _make_sink(conn, cur, dialect, names, orderer, header.file_id)
         batch = batch_rows or _BATCH_ROWS[dialect]
-
-        periods: dict[dt.date, dict[str, tuple[str, str]]] = {}
-        seen: set[tuple[str, dt.date]] = set()
-        principal: str | None = None
-        loading = False
-        principals = transactions = amount_sum = balance_sum = 0
-        loaded = replaced = skipped = 0
-        balance_sum_loaded = 0
-        trailer: FileTrailer | None = None
-
-        for index, rec in enumerate(it, start=2):
-            if trailer is not None:
-                raise SnapshotLoadError(
-                    f"{file_name}: record {index} ({type(rec).__name__}) follows the trailer."
-                )
-            kind = type(rec)
-            if kind is Transaction:
-                assert isinstance(rec, Transaction)
-                if rec.principal != principal:
-                    raise SnapshotLoadError(
-                        f"{file_name}: record {index}: transaction for principal {rec.principal} outside its "
-                        f"block (current principal: {principal})."
-                    )
-                transactions += 1
-                if rec.amount_skatteverket_ore is not None:
-                    amount_sum += rec.amount_skatteverket_ore
-                if rec.amount_kronofogden_ore is not None:
-                    amount_sum += rec.amount_kronofogden_ore
-                if loading:
-                    sink.add(rec)
-                    if sink.pending >= batch:
-                        sink.flush()
-            elif kind is Balance:
-                assert isinstance(rec, Balance)
-                principal = rec.principal
-                key = (principal, rec.reconciled_on)
-                if key in seen:
-                    raise SnapshotLoadError(
-                        f"{file_name}: record {index}: principal {principal} appears twice for "
-                        f"reconciliation {rec.reconciled_on.isoformat()}."
-                    )
-                seen.add(key)
-                principals += 1
-                balance_sum += rec.balance_skatteverket_ore
-                stored_versions = periods.get(rec.reconciled_on)
-                if stored_versions is None:
-                    stored_versions = periods[rec.reconciled_on] = db.versions(orderer, rec.reconciled_on)
-                stored = stored_versions.get(principal)
-                loading = stored is None or stored < version
-                if loading:
-                    loaded += 1
-                    balance_sum_loaded += rec.balance_skatteverket_ore
-                    if stored is not None:
-                        replaced += 1
-                        sink.replaced.append(key)
-                    sink.start_principal(rec)
-                else:
-                    skipped += 1
-            elif kind is FileTrailer:
-                assert isinstance(rec, FileTrailer)
-                trailer = rec
-            else:
-                raise SnapshotLoadError(f"{file_name}: record {index} is an unexpected {kind.__name__}.")
-
-        if trailer is None:
-            raise SnapshotLoadError(
-                f"{file_name}: the records end without a trailer; the file is incomplete."
-            )
-        counted = (principals, transactions, amount_sum)
-        declared = (trailer.principal_count, trailer.transaction_count, trailer.amount_sum_ore)
-        if counted != declared:
-            raise SnapshotLoadError(
-                f"{file_name}: the trailer declares principals/transactions/amount sum {declared}, "
-                f"but the file holds {counted}; the file is inconsistent, nothing was loaded."
-            )
-        sink.flush()
+        sink = _make_sink(conn, cur, dialect, names, orderer, header.file_id, batch)
+        try:
+            c = _stream(it, db, sink, header, file_name)
+        except BaseException:
+            sink.abort()
+            raise
         db.execute(
             f"UPDATE {names.files} SET principal_count = ?, transaction_count = ?, amount_sum_ore = ?,"
             " balance_sum_ore = ?, principals_loaded = ?, principals_replaced = ?,"
             " principals_skipped_older = ?,"
             " transactions_inserted = ?, transactions_deleted = ? WHERE file_id = ?",
             (
-                principals,
-                transactions,
-                amount_sum,
-                balance_sum,
-                loaded,
-                replaced,
-                skipped,
+                c.principals,
+                c.transactions,
+                c.amount_sum,
+                c.balance_sum,
+                c.loaded,
+                c.replaced,
+                c.skipped,
                 sink.inserted,
                 sink.deleted,
                 header.file_id,
@@ -926,16 +1094,16 @@ def load_answer_file(
         dialect=dialect,
         noop=False,
         noop_reason=None,
-        principal_count=principals,
-        transaction_count=transactions,
-        amount_sum_ore=amount_sum,
-        balance_sum_ore=balance_sum,
-        principals_loaded=loaded,
-        principals_replaced=replaced,
-        principals_skipped_older=skipped,
+        principal_count=c.principals,
+        transaction_count=c.transactions,
+        amount_sum_ore=c.amount_sum,
+        balance_sum_ore=c.balance_sum,
+        principals_loaded=c.loaded,
+        principals_replaced=c.replaced,
+        principals_skipped_older=c.skipped,
         transactions_inserted=sink.inserted,
         transactions_deleted=sink.deleted,
-        balance_sum_loaded_ore=balance_sum_loaded,
+        balance_sum_loaded_ore=c.balance_sum_loaded,
         loaded_at=_ts(loaded_at),
         duration_seconds=round(time.monotonic() - started, 6),
     )
@@ -944,11 +1112,132 @@ def load_answer_file(
         "%d transactions inserted, %s deleted, in %.2f s.",
         file_name,
         header.file_id,
-        loaded,
-        replaced,
-        skipped,
+        c.loaded,
+        c.replaced,
+        c.skipped,
         sink.inserted,
         sink.deleted,
         result.duration_seconds,
     )
+    return result
+
+
+# ------------------------------------------------------------------------------------ from a file
+
+
+class FileChecksumError(SkattekontoError):
+    """The bytes read do not match the expected sha256 (or size): the file changed or is not the one
+    announced. Nothing was loaded."""
+
+
+class VerifiedChunks:
+    """Iterate a binary stream in chunks while hashing it; :meth:`finish` reads any rest and raises
+    :class:`FileChecksumError` when the sha256 (or size) differs from the expected one."""
+
+    def __init__(
+        self, stream: BinaryIO, *, name: str, sha256: str, size: int | None = None, chunk_size: int = 1 << 20
+    ) -> None:
+        self.stream = stream
+        self.name = name
+        self.expected = sha256.strip().lower()
+        self.expected_size = size
+        self.chunk_size = chunk_size
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.finished = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = self.stream.read
+        update = self.digest.update
+        while True:
+            chunk = read(self.chunk_size)
+            if not chunk:
+                break
+            update(chunk)
+            self.size += len(chunk)
+            yield chunk
+        self.finish()
+
+    def finish(self) -> None:
+        """Read what is left, then compare size and sha256 with the expected values."""
+        if self.finished:
+            return
+        while chunk := self.stream.read(self.chunk_size):
+            self.digest.update(chunk)
+            self.size += len(chunk)
+        self.finished = True
+        actual = self.digest.hexdigest()
+        if self.expected_size is not None and self.size != self.expected_size:
+            raise FileChecksumError(
+                f"{self.name}: read {self.size} bytes, expected {self.expected_size} (sha256 {actual}); the "
+                "file is not the one announced (truncated or replaced?). Nothing was loaded; download it again."
+            )
+        if actual != self.expected:
+            raise FileChecksumError(
+                f"{self.name}: sha256 of the bytes read is {actual}, expected {self.expected}; the file is not "
+                "the one announced (changed after download?). Nothing was loaded; download it again."
+            )
+
+
+def sha256_of(stream: BinaryIO, chunk_size: int = 1 << 20) -> tuple[str, int]:
+    """``(sha256 hex, size)`` of a binary stream, read to its end."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(chunk_size):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def load_answer_stream(
+    conn: Any,
+    stream: BinaryIO,
+    *,
+    dialect: str,
+    file_name: str,
+    sha256: str,
+    size: int | None = None,
+    delivery_morning: dt.datetime | None = None,
+    prefix: str = DEFAULT_PREFIX,
+    schema: str | None = None,
+    expected_orderer: str | None = None,
+    batch_rows: int | None = None,
+) -> LoadResult:
+    """Parse an answer file from a binary stream and load it (:func:`load_answer_file`), verifying the
+    stream's sha256 (and size) before the commit.
+
+    The check runs when the parser has consumed the stream, inside the load's transaction: a mismatch
+    raises :class:`FileChecksumError` and rolls everything back. For a no-op (already loaded) the rest
+    of the stream is still read and verified, so a changed file never reports success.
+    """
+    from airflow_provider_skattekonto.domain.answer_file import parse_answer_file
+
+    chunks = VerifiedChunks(stream, name=file_name, sha256=sha256, size=size)
+    parsed = parse_answer_file(chunks, source_name=file_name)
+
+    def verified() -> Generator[Record, None, None]:
+        yield from parsed
+        chunks.finish()  # before the loader's commit: a mismatch rolls back
+
+    records = verified()
+    try:
+        result = load_answer_file(
+            conn,
+            records,
+            dialect=dialect,
+            file_name=file_name,
+            sha256=sha256,
+            delivery_morning=delivery_morning,
+            prefix=prefix,
+            schema=schema,
+            expected_orderer=expected_orderer,
+            batch_rows=batch_rows,
+        )
+    finally:
+        records.close()
+        close = getattr(parsed, "close", None)
+        if close is not None:
+            close()
+    if result.noop:
+        chunks.finish()
     return result

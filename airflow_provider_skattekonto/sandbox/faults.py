@@ -136,9 +136,7 @@ class Fault:
 
     def matches_production(self, morning: dt.date, orderer: str) -> bool:
         """True when this production fault covers the file of ``orderer`` for ``morning``."""
-        return (self.morning is None or self.morning == morning) and (
-            self.orderer is None or self.orderer == orderer
-        )
+        return (self.morning is None or self.morning == morning) and (self.orderer is None or self.orderer == orderer)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-simple description (admin endpoint)."""
@@ -186,14 +184,11 @@ def _validated(fault: Fault) -> Fault:
             "or a path prefix starting with '/'"
         )
     if fault.times is not None and (not isinstance(fault.times, int) or fault.times < 1):
-        raise FaultError(
-            f"Fault 'times' must be an integer >= 1 or null (until cleared), got {fault.times!r}"
-        )
+        raise FaultError(f"Fault 'times' must be an integer >= 1 or null (until cleared), got {fault.times!r}")
     if fault.kind == "status":
         if fault.status not in FAULT_STATUSES:
             raise FaultError(
-                f"Fault 'status' must be one of {', '.join(map(str, sorted(FAULT_STATUSES)))}, "
-                f"got {fault.status!r}"
+                f"Fault 'status' must be one of {', '.join(map(str, sorted(FAULT_STATUSES)))}, got {fault.status!r}"
             )
     elif fault.status is not None:
         raise FaultError(f"Fault parameter 'status' only applies to kind 'status', not {fault.kind!r}")
@@ -201,11 +196,9 @@ def _validated(fault: Fault) -> Fault:
         raise FaultError("Fault kind 'slow' needs 'seconds' > 0")
     if fault.kind == "late" and not fault.minutes > 0:
         raise FaultError("Fault kind 'late' needs 'minutes' > 0")
-    if fault.kind in DOWNLOAD_KINDS and fault.target not in (ROUTE_ETRANSPORT_DOWNLOAD, "etransport", "*"):
-        if not fault.target.startswith("/"):
-            raise FaultError(
-                f"Fault kind {fault.kind!r} only applies to downloads (target etransport_download)"
-            )
+    download_targets = (ROUTE_ETRANSPORT_DOWNLOAD, "etransport", "*")
+    if fault.kind in DOWNLOAD_KINDS and fault.target not in download_targets and not fault.target.startswith("/"):
+        raise FaultError(f"Fault kind {fault.kind!r} only applies to downloads (target etransport_download)")
     if fault.kind == "corrupt" and fault.count < 1:
         raise FaultError("Fault kind 'corrupt' needs 'count' >= 1 (bytes to flip)")
     if fault.send_bytes is not None and fault.send_bytes < 0:

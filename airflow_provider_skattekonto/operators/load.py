@@ -1,0 +1,200 @@
+"""SkattekontoToSqlOperator: load a downloaded answer file into a SQL warehouse (snapshot-safe, idempotent)."""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import json
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_provider_skattekonto.loading.snapshot import (
+    DEFAULT_PREFIX,
+    FileChecksumError,
+    SnapshotLoadError,
+    table_names,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+__all__ = ["SkattekontoToSqlOperator", "dialect_of"]
+
+
+def dialect_of(hook: Any) -> str:
+    """The loader dialect for a common-sql hook: ``sqlite``, ``postgresql`` or ``generic``."""
+    candidates = [getattr(hook, "conn_type", None)]
+    with suppress(Exception):  # dialect_name may need SQLAlchemy and a valid URI; conn_type suffices then
+        candidates.append(hook.dialect_name)
+    for candidate in candidates:
+        name = str(candidate or "").lower()
+        if name == "sqlite":
+            return "sqlite"
+        if name in ("postgres", "postgresql") or name.startswith("postgresql+"):
+            return "postgresql"
+    return "generic"
+
+
+@dataclass(frozen=True)
+class _FileInfo:
+    url: str
+    name: str
+    sha256: str | None
+    size: int | None
+    delivery_morning: dt.datetime | None
+    orderer: str | None
+
+
+def _file_info(file: Any) -> _FileInfo:
+    """Read the upstream sensor's XCom (a dict, possibly rendered to JSON/Python text) or a plain path."""
+    if isinstance(file, str):
+        text = file.strip()
+        if text.startswith("{"):
+            try:
+                file = json.loads(text)
+            except ValueError:
+                try:
+                    file = ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    raise AirflowFailException(f"file={text[:200]!r} is neither a path nor a dict") from None
+        else:
+            file = {"path": text}
+    if not isinstance(file, dict):
+        raise AirflowFailException(
+            f"file must be the E-transport sensor's XCom (a dict with path, name, sha256...) or a path, "
+            f"got {type(file).__name__}"
+        )
+    path = file.get("path")
+    if not path:
+        raise AirflowFailException(
+            f"The file {file.get('name')!r} has no local path: the upstream sensor did not download it "
+            "(download=False?). Let the sensor download the file, or pass its path."
+        )
+    url = str(path) if "://" in str(path) else f"file://{path}"
+    name = str(file.get("name") or url.rstrip("/").rsplit("/", 1)[-1])
+    morning = file.get("delivery_morning")
+    delivery_morning: dt.datetime | None = None
+    if morning:
+        delivery_morning = morning if isinstance(morning, dt.datetime) else dt.datetime.fromisoformat(str(morning))
+        if delivery_morning.tzinfo is None:
+            raise AirflowFailException(f"delivery_morning={morning!r} has no UTC offset")
+    size = file.get("size")
+    return _FileInfo(
+        url=url,
+        name=name,
+        sha256=file.get("sha256") or None,
+        size=int(size) if size is not None else None,
+        delivery_morning=delivery_morning,
+        orderer=file.get("orderer") or None,
+    )
+
+
+class SkattekontoToSqlOperator(BaseOperator):
+    """Load an answer file into SQL tables: per principal the newest snapshot wins, all or nothing.
+
+    Reads the file from object storage (``file://`` and any ``ObjectStoragePath`` scheme) as a stream,
+    re-verifies its sha256 (and size) while parsing, and loads it in one transaction through any
+    common-sql connection (SQLite, PostgreSQL with COPY, other DB-API databases generically). A file
+    already loaded is a no-op. See ``docs/warehouse-schema.md`` for the tables and the rules.
+
+    XCom (return value): the load report as a dict (``noop``, ``principals_loaded``,
+    ``principals_skipped_older``, ``transactions_inserted``, ``transactions_deleted``, sums...).
+
+    :param file: the E-transport sensor's XCom (templated): a dict with ``path`` (an ObjectStoragePath
+        URL or local path), ``name``, ``sha256``, ``size``, ``delivery_morning`` (ISO), ``orderer``; or a
+        plain path/URL (its sha256 is then computed by a first read).
+    :param sql_conn_id: a common-sql connection (``sqlite``, ``postgres``, ...).
+    :param table_prefix: prefix of the three table names (letters, digits, underscores).
+    :param table_schema: database schema (namespace) of the tables; default: the connection's default.
+    :param create_tables: create the tables if missing (``CREATE TABLE IF NOT EXISTS``).
+    """
+
+    template_fields: Sequence[str] = ("file", "sql_conn_id", "table_prefix", "table_schema")
+    ui_color = "#d9ead3"
+
+    def __init__(
+        self,
+        *,
+        file: str | dict[str, Any],
+        sql_conn_id: str,
+        table_prefix: str = DEFAULT_PREFIX,
+        table_schema: str | None = None,
+        create_tables: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.file = file
+        self.sql_conn_id = sql_conn_id
+        self.table_prefix = table_prefix
+        self.table_schema = table_schema
+        self.create_tables = create_tables
+        if "{{" not in table_prefix and (table_schema is None or "{{" not in table_schema):
+            table_names(table_prefix, table_schema)  # fail at DAG parse time on a bad prefix
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk import BaseHook, ObjectStoragePath
+
+        from airflow_provider_skattekonto.domain.answer_file import AnswerFileError
+        from airflow_provider_skattekonto.loading.snapshot import ensure_tables, load_answer_stream, sha256_of
+
+        info = _file_info(self.file)
+        try:
+            table_names(self.table_prefix, self.table_schema)
+        except SnapshotLoadError as exc:
+            raise AirflowFailException(str(exc)) from None
+        path = ObjectStoragePath(info.url)
+        sha256, size = info.sha256, info.size
+        if sha256 is None:
+            with path.open("rb") as stream:
+                sha256, size = sha256_of(stream)
+            self.log.info("%s: no sha256 given; computed %s (%d bytes)", info.name, sha256, size)
+
+        hook = BaseHook.get_hook(self.sql_conn_id)
+        dialect = dialect_of(hook)
+        self.log.info("Loading %s (%s) into %s (dialect %s)", info.name, info.url, self.sql_conn_id, dialect)
+        conn = hook.get_conn()
+        try:
+            if self.create_tables:
+                ensure_tables(conn, dialect=dialect, prefix=self.table_prefix, schema=self.table_schema)
+            with path.open("rb") as stream:
+                result = load_answer_stream(
+                    conn,
+                    stream,
+                    dialect=dialect,
+                    file_name=info.name,
+                    sha256=sha256,
+                    size=size,
+                    delivery_morning=info.delivery_morning,
+                    prefix=self.table_prefix,
+                    schema=self.table_schema,
+                    expected_orderer=info.orderer,
+                )
+        except (AnswerFileError, FileChecksumError, SnapshotLoadError) as exc:
+            # the file itself is wrong: retrying the same bytes cannot help (database errors do retry)
+            raise AirflowFailException(str(exc)) from exc
+        finally:
+            try:
+                conn.close()
+            except Exception:  # pragma: no cover - closing a dead connection
+                self.log.debug("Closing the database connection failed", exc_info=True)
+
+        if result.noop:
+            self.log.warning("%s: %s", info.name, result.noop_reason)
+        else:
+            self.log.info(
+                "%s: %d principals loaded (%d replaced an older snapshot), %d skipped as older than the "
+                "stored data; %d transactions inserted, %s deleted; balance sum %d öre.",
+                info.name,
+                result.principals_loaded,
+                result.principals_replaced,
+                result.principals_skipped_older,
+                result.transactions_inserted,
+                result.transactions_deleted,
+                result.balance_sum_loaded_ore,
+            )
+        return result.to_dict()
