@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_provider_skattekonto._task_errors import fail_fast_unless_retryable
 from airflow_provider_skattekonto.domain.calendar import parse_moment
-from airflow_provider_skattekonto.exceptions import ServiceClosedError, SkattekontoError
+from airflow_provider_skattekonto.exceptions import ServiceClosedError
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -85,13 +86,11 @@ class BestallOperator(BaseOperator):
     def _order(self, context: Context) -> dict[str, Any]:
         hook = self._hook()
         try:
-            return self._order_with(hook, context)
-        except ServiceClosedError as closed:  # closed between our check and the call
-            return self._wait_then_order(hook, context, closed.opens_at, "service closed")
-        except SkattekontoError as exc:
-            if exc.retryable:
-                raise
-            raise AirflowFailException(str(exc)) from None
+            with fail_fast_unless_retryable():
+                try:
+                    return self._order_with(hook, context)
+                except ServiceClosedError as closed:  # closed between our check and the call
+                    return self._wait_then_order(hook, context, closed.opens_at, "service closed")
         finally:
             hook.close()
 
@@ -121,8 +120,7 @@ class BestallOperator(BaseOperator):
         previous = self._previous_order(context, target)
         if previous is not None:
             self.log.warning(
-                "Not ordering again: try %s already placed an order for the file of %s "
-                "(skv_client_correlation_id=%s).",
+                "Not ordering again: try %s already placed an order for the file of %s (skv_client_correlation_id=%s).",
                 previous.get("try_number"),
                 previous.get("delivery_morning"),
                 previous.get("correlation_id"),
@@ -131,9 +129,7 @@ class BestallOperator(BaseOperator):
         if not calendar.is_service_open(now):
             return self._wait_then_order(hook, context, calendar.next_service_opening(now), "service closed")
 
-        self._remember(
-            context, {"state": "sending", "delivery_morning": target.isoformat() if target else None}
-        )
+        self._remember(context, {"state": "sending", "delivery_morning": target.isoformat() if target else None})
         result = hook.bestall()
         xcom = result.to_xcom() | {"reason": "ordered"}
         if target is not None and result.delivery_morning != target:
@@ -160,9 +156,7 @@ class BestallOperator(BaseOperator):
             return dict(stored)
         if try_number > 1:
             if isinstance(stored, dict) and stored.get("state") == "sending":
-                detail = (
-                    "a previous try sent an order whose answer never arrived (it may or may not be placed)"
-                )
+                detail = "a previous try sent an order whose answer never arrived (it may or may not be placed)"
             elif store is None:
                 detail = "this Airflow has no task state store (3.3+) to tell whether a previous try ordered"
             else:

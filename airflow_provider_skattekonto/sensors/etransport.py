@@ -11,6 +11,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.triggers.base import StartTriggerArgs
 
+from airflow_provider_skattekonto._task_errors import fail_fast_unless_retryable
 from airflow_provider_skattekonto.domain.remote_files import DEFAULT_FILE_PATTERN, RemoteFile
 
 if TYPE_CHECKING:
@@ -136,6 +137,10 @@ class ETransportFileSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
+        with fail_fast_unless_retryable():
+            return self._execute_deferrable(context)
+
+    def _execute_deferrable(self, context: Context) -> Any:
         hook = self._hook()
         try:
             morning, deadline = self._window(hook, context)
@@ -164,9 +169,12 @@ class ETransportFileSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resumes after the trigger: download the file, or fail/skip with the reason."""
+        with fail_fast_unless_retryable():
+            return self._complete(event or {})
+
+    def _complete(self, event: dict[str, Any]) -> dict[str, Any]:
         from airflow_provider_skattekonto.domain.calendar import parse_moment
 
-        event = event or {}
         hook = self._hook()
         try:
             status = event.get("status")
@@ -186,6 +194,10 @@ class ETransportFileSensor(BaseSensorOperator):
 
     # -- poke / reschedule path ---------------------------------------------------------------------
     def poke(self, context: Context) -> PokeReturnValue | bool:
+        with fail_fast_unless_retryable():
+            return self._poke(context)
+
+    def _poke(self, context: Context) -> PokeReturnValue | bool:
         hook = self._hook()
         try:
             morning, deadline = self._window(hook, context)

@@ -118,3 +118,17 @@ def test_trigger_serializes_and_resumes_after_a_restart(sandbox: Any, use_connec
     event = asyncio.run(second_life())
     assert event.payload["status"] == "found"
     assert event.payload["files"][0]["name"].startswith("SKAHMST_")
+
+
+def test_start_from_trigger_needs_no_worker_until_the_file_is_there(
+    sandbox: Any, use_connection: Any, run_dag_file: Any, tmp_path: Path
+) -> None:
+    sandbox.clock.set(now=dt.datetime(2026, 11, 30, 2, 0, tzinfo=STOCKHOLM), speed=1.0)
+    use_connection(archive_url=(tmp_path / "archive").as_uri())
+    SkattekontoHook().bestall()
+    sandbox.clock.set(now=dt.datetime(2026, 11, 30, 6, 59, 58, tzinfo=STOCKHOLM), speed=1.0)
+    dag = sensor_dag(delivery_morning="{{ '2026-11-30T07:00:00+01:00' }}", start_from_trigger=True, poll_interval=1)
+    state, xcom = run_dag_file(*dag)["wait_for_file"]
+    assert state == "success"
+    assert xcom["delivery_morning"] == "2026-11-30T07:00:00+01:00"
+    assert Path(xcom["path"].removeprefix("file://")).is_file()
