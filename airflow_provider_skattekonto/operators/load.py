@@ -115,6 +115,33 @@ class SkattekontoToSqlOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("file", "sql_conn_id", "table_prefix", "table_schema")
+    _lineage: tuple[str, Any, str] | None = None
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage (when its provider is installed): the archived answer file in, the three tables out."""
+        from airflow.providers.common.compat.openlineage.facet import Dataset
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        if self._lineage is None:
+            return OperatorLineage()
+        url, connection, dialect = self._lineage
+        scheme, _, rest = url.partition("://")
+        bucket, _, key = rest.partition("/")
+        source = Dataset(
+            namespace="file" if scheme == "file" else f"{scheme}://{bucket}",
+            name=f"/{key}" if scheme == "file" else key,
+        )
+        if dialect == "sqlite":
+            namespace, database = f"sqlite://{connection.host}", "main"
+        else:
+            port = f":{connection.port}" if connection.port else ""
+            namespace, database = f"{connection.conn_type}://{connection.host}{port}", connection.schema or ""
+        schema = self.table_schema or ("public" if dialect == "postgresql" else None)
+        names = table_names(self.table_prefix, None)
+        tables = [getattr(names, kind).strip('"') for kind in ("files", "balances", "transactions")]
+        qualified = [".".join(part for part in (database, schema, table) if part) for table in tables]
+        return OperatorLineage(inputs=[source], outputs=[Dataset(namespace=namespace, name=q) for q in qualified])
+
     ui_color = "#d9ead3"
 
     def __init__(
@@ -156,6 +183,7 @@ class SkattekontoToSqlOperator(BaseOperator):
 
         hook = BaseHook.get_hook(self.sql_conn_id)
         dialect = dialect_of(hook)
+        self._lineage = (info.url, BaseHook.get_connection(self.sql_conn_id), dialect)
         self.log.info("Loading %s (%s) into %s (dialect %s)", info.name, info.url, self.sql_conn_id, dialect)
         conn = hook.get_conn()
         try:
