@@ -269,56 +269,46 @@ class SkattekontoHook(BaseHook):
         from airflow.sdk.log import mask_secret
 
         client = self.get_conn()
-        value: Any = None
-        error: BaseException | None = None
+        outcome: _Outcome = (None, None)
         while True:
+            done, action = _step(plan, outcome)
+            if done:
+                return action
+            outcome = (None, None)
             try:
-                action = plan.throw(error) if error is not None else plan.send(value)
-            except StopIteration as stop:
-                return stop.value
-            value, error = None, None
-            if isinstance(action, Send):
-                try:
-                    value = _read(client.send(_build(client, action.request)))
-                except httpx.TransportError as exc:
-                    error = exc
-            elif isinstance(action, Sleep):
-                time.sleep(action.seconds)
-            elif isinstance(action, Mask):
-                mask_secret(action.value)
-            elif isinstance(action, Call):
-                try:
-                    value = action.function()
-                except Exception as exc:
-                    error = exc
+                if isinstance(action, Send):
+                    outcome = (_read(client.send(_build(client, action.request))), None)
+                elif isinstance(action, Sleep):
+                    time.sleep(action.seconds)
+                elif isinstance(action, Mask):
+                    mask_secret(action.value)
+                elif isinstance(action, Call):
+                    outcome = (action.function(), None)
+            except (httpx.TransportError, *_CALL_ERRORS) as exc:
+                outcome = (None, exc)
 
     async def arun_plan(self, plan: Plan) -> Any:
         """Drive ``plan`` asynchronously (triggers) and return its result."""
         from airflow.sdk.log import amask_secret
 
         client = await self.aget_conn()
-        value: Any = None
-        error: BaseException | None = None
+        outcome: _Outcome = (None, None)
         while True:
+            done, action = _step(plan, outcome)
+            if done:
+                return action
+            outcome = (None, None)
             try:
-                action = plan.throw(error) if error is not None else plan.send(value)
-            except StopIteration as stop:
-                return stop.value
-            value, error = None, None
-            if isinstance(action, Send):
-                try:
-                    value = _read(await client.send(_build(client, action.request)))
-                except httpx.TransportError as exc:
-                    error = exc
-            elif isinstance(action, Sleep):
-                await asyncio.sleep(action.seconds)
-            elif isinstance(action, Mask):
-                await amask_secret(action.value)
-            elif isinstance(action, Call):
-                try:
-                    value = await asyncio.to_thread(action.function)
-                except Exception as exc:
-                    error = exc
+                if isinstance(action, Send):
+                    outcome = (_read(await client.send(_build(client, action.request))), None)
+                elif isinstance(action, Sleep):
+                    await asyncio.sleep(action.seconds)
+                elif isinstance(action, Mask):
+                    await amask_secret(action.value)
+                elif isinstance(action, Call):
+                    outcome = (await asyncio.to_thread(action.function), None)
+            except (httpx.TransportError, *_CALL_ERRORS) as exc:
+                outcome = (None, exc)
 
     # -- plans --------------------------------------------------------------------------------------
     def _exchange_plan(
@@ -555,6 +545,20 @@ class SkattekontoHook(BaseHook):
             return False, str(exc)
         finally:
             self.close()
+
+
+_Outcome = tuple[Any, BaseException | None]
+# What a Call action may raise back into its plan (file-system and parsing errors); anything else is a bug.
+_CALL_ERRORS = (OSError, ValueError, SkattekontoError)
+
+
+def _step(plan: Plan, outcome: _Outcome) -> tuple[bool, Any]:
+    """Advance ``plan`` with the last action's (value, error): (True, result) once done, else (False, action)."""
+    value, error = outcome
+    try:
+        return False, (plan.throw(error) if error is not None else plan.send(value))
+    except StopIteration as stop:
+        return True, stop.value
 
 
 def _build(client: httpx.Client | httpx.AsyncClient, spec: RequestSpec) -> httpx.Request:
