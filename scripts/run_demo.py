@@ -58,8 +58,8 @@ def summary(db: Path) -> str:
             "SELECT COUNT(DISTINCT principal), COALESCE(SUM(balance_skatteverket_ore), 0) FROM skattekonto_balances"
         ).fetchone()
         transactions, amounts = conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(COALESCE(amount_skatteverket_ore, 0) + COALESCE(amount_kronofogden_ore, 0)), 0)"
-            " FROM skattekonto_transactions"
+            "SELECT COUNT(*), COALESCE(SUM(COALESCE(amount_skatteverket_ore, 0)"
+            " + COALESCE(amount_kronofogden_ore, 0)), 0) FROM skattekonto_transactions"
         ).fetchone()
         debtors = conn.execute(
             "SELECT COUNT(*) FROM skattekonto_balances WHERE balance_skatteverket_ore < 0"
@@ -84,8 +84,9 @@ def main() -> int:
 
     start = dt.datetime.fromisoformat(STOCKHOLM_START)
     warehouse = WORK / "warehouse.db"
+    clock = SandboxClock(start, speed=SPEED)
     with Sandbox.start(
-        WORK / "sandbox", clock=SandboxClock(start, speed=SPEED), principals_per_orderer=250, transactions_per_principal=12
+        WORK / "sandbox", clock=clock, principals_per_orderer=250, transactions_per_principal=12
     ) as sandbox:
         connection = sandbox.airflow_connection("orderer", archive_url=(WORK / "archive").as_uri())
         os.environ["AIRFLOW_CONN_SKATTEKONTO_DEFAULT"] = json.dumps(connection)
