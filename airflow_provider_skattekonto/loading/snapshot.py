@@ -32,11 +32,19 @@ import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO
 
 from airflow_provider_skattekonto.domain.identifiers import InvalidIdentifierError, normalize_organisation_number
 from airflow_provider_skattekonto.domain.records import Balance, FileHeader, FileTrailer, Record, Transaction
 from airflow_provider_skattekonto.exceptions import SkattekontoError
+from airflow_provider_skattekonto.loading.names import (
+    DEFAULT_PREFIX,
+    DIALECTS,
+    Dialect,
+    SnapshotLoadError,
+    TableNames,
+    table_names,
+)
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -56,55 +64,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Dialect = Literal["sqlite", "postgresql", "generic"]
-DIALECTS: tuple[str, ...] = ("sqlite", "postgresql", "generic")
-DEFAULT_PREFIX = "skattekonto_"
-
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_MAX_PREFIX = 40  # longest table name must stay under PostgreSQL's 63-byte identifier limit
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 _UTC = dt.timezone.utc
-
 # Rows buffered before a round trip. SQLite: executemany batch; PostgreSQL: one COPY statement.
 _BATCH_ROWS: dict[str, int] = {"sqlite": 20_000, "postgresql": 50_000, "generic": 5_000}
-
-
-class SnapshotLoadError(SkattekontoError, ValueError):
-    """The records cannot be loaded as a file snapshot (structure, counts, arguments or tables)."""
-
-
-# --------------------------------------------------------------------------------------------- names
-
-
-@dataclass(frozen=True, slots=True)
-class TableNames:
-    """Quoted, optionally schema-qualified names of the three tables."""
-
-    files: str
-    balances: str
-    transactions: str
-
-
-def _validate_identifier(value: str, what: str, max_length: int) -> str:
-    if not isinstance(value, str) or not _IDENTIFIER.match(value) or len(value) > max_length:
-        raise SnapshotLoadError(
-            f"Invalid {what} {value!r}: use only ASCII letters, digits and underscores, start with a letter "
-            f"or underscore, at most {max_length} characters (it becomes part of SQL identifiers)."
-        )
-    return value
-
-
-def table_names(prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> TableNames:
-    """The quoted table names for ``prefix`` (validated against SQL injection) in ``schema``."""
-    _validate_identifier(prefix, "table prefix", _MAX_PREFIX)
-    qualifier = ""
-    if schema is not None:
-        qualifier = f'"{_validate_identifier(schema, "schema name", 63)}".'
-    return TableNames(
-        files=f'{qualifier}"{prefix}files"',
-        balances=f'{qualifier}"{prefix}balances"',
-        transactions=f'{qualifier}"{prefix}transactions"',
-    )
 
 
 def _check_dialect(dialect: str) -> Dialect:

@@ -13,12 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_skattekonto.loading.snapshot import (
-    DEFAULT_PREFIX,
-    FileChecksumError,
-    SnapshotLoadError,
-    table_names,
-)
+from airflow_provider_skattekonto.loading.names import DEFAULT_PREFIX, SnapshotLoadError, table_names
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -167,7 +162,12 @@ class SkattekontoToSqlOperator(BaseOperator):
         from airflow.sdk import BaseHook, ObjectStoragePath
 
         from airflow_provider_skattekonto.domain.answer_file import AnswerFileError
-        from airflow_provider_skattekonto.loading.snapshot import ensure_tables, load_answer_stream, sha256_of
+        from airflow_provider_skattekonto.loading.snapshot import (
+            FileChecksumError,
+            ensure_tables,
+            load_answer_stream,
+            sha256_of,
+        )
 
         info = _file_info(self.file)
         try:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-from airflow.triggers.base import StartTriggerArgs
 
 from airflow_provider_skattekonto._task_errors import fail_fast_unless_retryable
 from airflow_provider_skattekonto.domain.remote_files import DEFAULT_FILE_PATTERN, RemoteFile
@@ -43,13 +41,6 @@ class ETransportFileSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("skattekonto_conn_id", "delivery_morning", "deadline_time")
     ui_color = "#c6e3f7"
-    start_trigger_args = StartTriggerArgs(
-        trigger_cls="airflow_provider_skattekonto.triggers.etransport.ETransportFileTrigger",
-        trigger_kwargs={},
-        next_method="execute_complete",
-        next_kwargs=None,
-        timeout=None,
-    )
     start_from_trigger = False
 
     def __init__(
@@ -84,8 +75,14 @@ class ETransportFileSensor(BaseSensorOperator):
         if start_from_trigger:
             if delivery_morning is None:
                 raise ValueError("start_from_trigger needs delivery_morning (a template is fine)")
-            self.start_trigger_args = dataclasses.replace(
-                self.start_trigger_args, trigger_kwargs=self._trigger_kwargs(str(delivery_morning))
+            from airflow.triggers.base import StartTriggerArgs  # only here: it costs DAG-parse time
+
+            self.start_trigger_args = StartTriggerArgs(
+                trigger_cls="airflow_provider_skattekonto.triggers.etransport.ETransportFileTrigger",
+                trigger_kwargs=self._trigger_kwargs(str(delivery_morning)),
+                next_method="execute_complete",
+                next_kwargs=None,
+                timeout=None,
             )
 
     # -----------------------------------------------------------------------------------------------
