@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -228,7 +229,12 @@ class SkattekontoHook(BaseHook):
 
     def _client_settings(self, config: SkattekontoConnectionConfig) -> dict[str, Any]:
         if self._ssl_context is None:
-            self._ssl_context = self._build_ssl_context(config)
+            key = (config, _mtime(config.certificate_p12_path), _mtime(config.certificate_pem_path))
+            with _TLS_LOCK:
+                cached = _TLS_CONTEXTS.get(key)
+                if cached is None:
+                    cached = _TLS_CONTEXTS[key] = (self._build_ssl_context(config), self._certificate)
+            self._ssl_context, self._certificate = cached
         return {
             "verify": self._ssl_context,
             "timeout": httpx.Timeout(config.timeout),
@@ -545,6 +551,19 @@ class SkattekontoHook(BaseHook):
             return False, str(exc)
         finally:
             self.close()
+
+
+# One TLS context per connection configuration (and certificate file version) per process: a triggerer
+# holding many waits, or a worker running many hooks, loads the certificate and CA bundle once.
+_TLS_CONTEXTS: dict[tuple[Any, ...], tuple[ssl.SSLContext, LoadedCertificate | None]] = {}
+_TLS_LOCK = threading.Lock()
+
+
+def _mtime(path: str | None) -> float | None:
+    try:
+        return Path(path).expanduser().stat().st_mtime if path else None
+    except OSError:
+        return None
 
 
 _Outcome = tuple[Any, BaseException | None]

@@ -246,3 +246,15 @@ async def test_async_runner_shares_the_plans(sandbox: Any, use_connection: Any) 
 
 def test_bestall_path_is_the_specs() -> None:
     assert BESTALL_PATH == "/beskattning/skattekonto/huvudmans-saldo-och-transaktioner/v1/bestall"
+
+
+def test_hooks_of_one_connection_share_the_tls_context(sandbox: Any, use_connection: Any) -> None:
+    use_connection()
+    first, second = SkattekontoHook(), SkattekontoHook()
+    first.get_token()
+    second.get_token()
+    assert first._ssl_context is second._ssl_context is not None
+    use_connection(timeout=7)  # another configuration: its own context
+    third = SkattekontoHook()
+    third.get_token()
+    assert third._ssl_context is not first._ssl_context
