@@ -128,3 +128,19 @@ def test_source_must_be_configured(sandbox: Any, use_connection: Any) -> None:
 def test_remote_file_json_round_trip() -> None:
     remote = RemoteFile("SKAHMST_5560000167_20261130_001.txt", 10, "0" * 64, None, MONDAY, "5560000167")
     assert RemoteFile.from_json(remote.to_json()) == remote
+
+
+def test_download_into_non_local_object_storage(delivered: ETransportHook, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fsspec's in-memory filesystem stands in for S3/GCS (whose providers register their schemes the same way)."""
+    import fsspec
+    from airflow.sdk import ObjectStoragePath
+    from airflow.sdk.io import fs as airflow_fs
+
+    monkeypatch.setitem(airflow_fs._register_filesystems(), "memory", lambda conn_id: fsspec.filesystem("memory"))
+    [remote] = delivered.list_files(delivery_date=MONDAY)
+    target = ObjectStoragePath("memory://skattekonto-archive/5560000167/")
+    stored = delivered.download(remote, target)
+    assert stored.path.startswith("memory://")
+    data = ObjectStoragePath(stored.path).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == remote.sha256
+    assert [p.name for p in target.iterdir()] == [remote.name]  # no temporary part left
