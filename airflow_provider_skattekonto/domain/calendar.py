@@ -67,8 +67,11 @@ class ServiceCalendar:
 
     @classmethod
     def with_closed_dates(cls, dates: Iterable[dt.date | str]) -> ServiceCalendar:
-        """A calendar with extra closed dates, given as dates or ISO strings (``2026-12-23``)."""
-        parsed = frozenset(d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d)) for d in dates)
+        """A calendar with extra closed dates, given as dates, datetimes or ISO strings (``2026-12-23``)."""
+        parsed = frozenset(
+            d.date() if isinstance(d, dt.datetime) else d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d))
+            for d in dates
+        )
         return cls(extra_closed_dates=parsed)
 
     # -- business days --------------------------------------------------------------------------

@@ -43,20 +43,17 @@ def luhn_valid(number: str) -> bool:
 
 def is_organisation_number(ten_digits: str) -> bool:
     """True for a 10-digit organisationsnummer: 3rd-4th digits >= 20 and a valid check digit."""
-    return (
-        len(ten_digits) == 10
-        and ten_digits.isdigit()
-        and int(ten_digits[2:4]) >= 20
-        and luhn_valid(ten_digits)
-    )
+    return len(ten_digits) == 10 and ten_digits.isdigit() and int(ten_digits[2:4]) >= 20 and luhn_valid(ten_digits)
 
 
 def _strip(value: str, what: str) -> str:
     if not isinstance(value, str):
         raise InvalidIdentifierError(f"{what} must be a string of digits, got {type(value).__name__}")
     digits = _SEPARATORS.sub("", value)
-    if not digits.isdigit():
-        raise InvalidIdentifierError(f"{what} {value!r} contains characters other than digits and '-'")
+    if not digits:
+        raise InvalidIdentifierError(f"{what} {value!r} is empty")
+    if not (digits.isascii() and digits.isdigit()):
+        raise InvalidIdentifierError(f"{what} {value!r} contains characters other than digits 0-9 and '-'")
     return digits
 
 
