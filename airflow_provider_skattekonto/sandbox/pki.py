@@ -371,6 +371,21 @@ def _client_subject(name: str, serial_number: str) -> x509.Name:
     )
 
 
+def _identity(
+    folder: Path, label: str, organisation_number: str, name: str, password: str, cert: x509.Certificate
+) -> Identity:
+    return Identity(
+        label=label,
+        organisation_number=organisation_number,
+        name=name,
+        p12_path=folder / P12_FILE,
+        p12_password=password,
+        cert_pem_path=folder / CERT_FILE,
+        key_pem_path=folder / KEY_FILE,
+        not_valid_after=cert.not_valid_after_utc,
+    )
+
+
 def _identity_from_disk(directory: Path, label: str) -> tuple[Identity, x509.Certificate] | None:
     """The stored identity ``label`` with its certificate, or None when files are missing or broken."""
     folder = directory / label
@@ -385,17 +400,7 @@ def _identity_from_disk(directory: Path, label: str) -> tuple[Identity, x509.Cer
     key = _load_key(folder / KEY_FILE)
     if cert is None or key is None or not _matches(cert, key) or not (folder / P12_FILE).is_file():
         return None
-    identity = Identity(
-        label=label,
-        organisation_number=organisation_number,
-        name=name,
-        p12_path=folder / P12_FILE,
-        p12_password=password,
-        cert_pem_path=folder / CERT_FILE,
-        key_pem_path=folder / KEY_FILE,
-        not_valid_after=cert.not_valid_after_utc,
-    )
-    return identity, cert
+    return _identity(folder, label, organisation_number, name, password, cert), cert
 
 
 def _write_identity(
@@ -447,16 +452,7 @@ def _write_identity(
     _write_atomic(folder / CERT_FILE, _cert_pem(cert))
     _write_atomic(folder / P12_FILE, p12, 0o600)
     _write_atomic(folder / META_FILE, json.dumps(meta, ensure_ascii=False, indent=2).encode("utf-8"), 0o600)
-    return Identity(
-        label=label,
-        organisation_number=organisation_number,
-        name=name,
-        p12_path=folder / P12_FILE,
-        p12_password=password,
-        cert_pem_path=folder / CERT_FILE,
-        key_pem_path=folder / KEY_FILE,
-        not_valid_after=cert.not_valid_after_utc,
-    )
+    return _identity(folder, label, organisation_number, name, password, cert)
 
 
 def _default_identity_ok(
