@@ -18,7 +18,7 @@ if [ -n "${CI:-}" ] && command -v pg_ctlcluster >/dev/null 2>&1; then
   fi
 fi
 
-.venv/bin/ruff check .
-.venv/bin/ruff format --check .
+.venv/bin/ruff check airflow_provider_skattekonto tests scripts example_dags benchmarks
+.venv/bin/ruff format --check airflow_provider_skattekonto tests scripts example_dags benchmarks
 .venv/bin/mypy
 .venv/bin/python -m pytest -n 2 --dist loadgroup -q "$@"

@@ -231,8 +231,7 @@ def _format_timestamp(value: dt.datetime) -> str:
 def _parse_principal(text: str) -> str:
     if len(text) != 12 or not text.isdigit() or not text.isascii():
         raise _FieldError(
-            "principal id must be 12 digits without separators (16 + organisation number, or century + "
-            "personnummer)"
+            "principal id must be 12 digits without separators (16 + organisation number, or century + personnummer)"
         )
     try:
         return normalize_principal_id(text)
@@ -275,9 +274,7 @@ def _format_text(value: str) -> str:
 
 def _parse_version(text: str) -> str:
     if text not in SUPPORTED_LAYOUT_VERSIONS:
-        raise _FieldError(
-            f"unsupported layout version (this provider reads {sorted(SUPPORTED_LAYOUT_VERSIONS)})"
-        )
+        raise _FieldError(f"unsupported layout version (this provider reads {sorted(SUPPORTED_LAYOUT_VERSIONS)})")
     return text
 
 
@@ -477,9 +474,7 @@ def _text_lines(stream: IO[bytes]) -> Iterator[str]:
     return itertools.chain((first.decode(ENCODING),), map(bytes.decode, lines))
 
 
-def parse_answer_file(
-    chunks: BinaryIO | IO[bytes] | Iterable[bytes], *, source_name: str
-) -> Iterator[Record]:
+def parse_answer_file(chunks: BinaryIO | IO[bytes] | Iterable[bytes], *, source_name: str) -> Iterator[Record]:
     """Parse an answer file, streaming; yield ``FileHeader``, then per principal its ``Balance`` followed
     by its ``Transaction`` records, and ``FileTrailer`` last.
 
@@ -501,13 +496,11 @@ def parse_answer_file(
     yield from _parse_lines(lines, source_name)
 
 
-def _parse_lines(lines: Iterator[str], source_name: str) -> Iterator[Record]:  # noqa: C901
+def _parse_lines(lines: Iterator[str], source_name: str) -> Iterator[Record]:
     reader = csv.reader(lines, delimiter=DELIMITER, quotechar='"', strict=True)
     line = 0
 
-    def fail(
-        reason: str, *, field: str | None = None, value: str | None = None, **kw: Any
-    ) -> AnswerFileError:
+    def fail(reason: str, *, field: str | None = None, value: str | None = None, **kw: Any) -> AnswerFileError:
         return AnswerFileError(
             reason,
             source_name=source_name,
@@ -526,8 +519,7 @@ def _parse_lines(lines: Iterator[str], source_name: str) -> Iterator[Record]:  #
         raise fail("the file is empty: no header record", line_number=None, advice=_TRUNCATED_ADVICE)
     if not first or first[0] != HEADER:
         raise fail(
-            f"the file must start with a header record ({HEADER}); found record type "
-            f"{(first[0] if first else '')!r}",
+            f"the file must start with a header record ({HEADER}); found record type {(first[0] if first else '')!r}",
             field=RECORD_TYPE_FIELD,
             value=first[0] if first else "",
         )
@@ -547,7 +539,6 @@ def _parse_lines(lines: Iterator[str], source_name: str) -> Iterator[Record]:  #
     t_parsers = _T.parsers[1:]
     t_optional = _T.optional[1:]
     s_amount_index, k_amount_index = (i - 1 for i in _T_AMOUNT_FIELDS)
-    parse_date = _parse_date
     new_transaction = Transaction
 
     for row in rows:
@@ -557,9 +548,9 @@ def _parse_lines(lines: Iterator[str], source_name: str) -> Iterator[Record]:  #
                 line = reader.line_num
                 _transaction_placement_error(row, principal, seen, fail)
             try:
-                values = [
+                values: list[Any] = [
                     (parse(value) if value else (None if optional else parse(value)))
-                    for parse, optional, value in zip(t_parsers, t_optional, row[2:])
+                    for parse, optional, value in zip(t_parsers, t_optional, row[2:], strict=False)
                 ]
             except (ValueError, _FieldError):
                 line = reader.line_num
@@ -592,9 +583,7 @@ def _parse_lines(lines: Iterator[str], source_name: str) -> Iterator[Record]:  #
                     field=_COMPILED[BALANCE].specs[0].name,
                     value=row[1],
                 )
-            if balance.next_reconciliation_on is not None and balance.next_reconciliation_on <= (
-                balance.reconciled_on
-            ):
+            if balance.next_reconciliation_on is not None and balance.next_reconciliation_on <= (balance.reconciled_on):
                 raise fail(
                     "the next reconciliation date must be after avstamningsdatum "
                     f"({balance.reconciled_on.isoformat()})",
@@ -630,9 +619,7 @@ def _parse_lines(lines: Iterator[str], source_name: str) -> Iterator[Record]:  #
             raise fail("a second header record", field=RECORD_TYPE_FIELD, value=kind)
         if not row:
             raise fail("empty line inside the file")
-        raise fail(
-            f"unknown record type (expected one of {', '.join(LAYOUT)})", field=RECORD_TYPE_FIELD, value=kind
-        )
+        raise fail(f"unknown record type (expected one of {', '.join(LAYOUT)})", field=RECORD_TYPE_FIELD, value=kind)
 
     raise fail(
         f"the file ends without a trailer record ({TRAILER}) after line {reader.line_num}",
@@ -668,8 +655,8 @@ def _expect_end(rows: Iterator[list[str]], reader: Any, fail: Callable[..., Answ
 def _build(row: list[str], compiled: _Compiled, fail: Callable[..., AnswerFileError]) -> Any:
     if len(row) != compiled.width:
         _wrong_width(row, compiled, fail)
-    values = []
-    for spec, value in zip(compiled.specs, row[1:]):
+    values: list[Any] = []
+    for spec, value in zip(compiled.specs, row[1:], strict=False):
         if not value and spec.optional:
             values.append(None)
             continue
@@ -836,9 +823,7 @@ def write_answer_file(
                     )
                 )
             transaction_count += expected
-        trailer = FileTrailer(
-            principal_count=len(seen), transaction_count=transaction_count, amount_sum_ore=amount_sum
-        )
+        trailer = FileTrailer(principal_count=len(seen), transaction_count=transaction_count, amount_sum_ore=amount_sum)
         writerow([TRAILER, *_formatted(trailer, _COMPILED[TRAILER])])
         text.flush()
     finally:

@@ -41,9 +41,7 @@ def check_remote_name(name: str) -> str:
     return name
 
 
-def match_file_name(
-    name: str, pattern: str = DEFAULT_FILE_PATTERN
-) -> tuple[str | None, dt.date | None] | None:
+def match_file_name(name: str, pattern: str = DEFAULT_FILE_PATTERN) -> tuple[str | None, dt.date | None] | None:
     """(orderer, delivery date) from ``name`` if it matches ``pattern``, else None.
 
     The pattern's optional named groups ``orderer`` (10 digits) and ``date`` (YYYYMMDD) are read.
@@ -71,9 +69,7 @@ class RemoteFile:
     def __post_init__(self) -> None:
         check_remote_name(self.name)
         if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
-            raise ValueError(
-                f"Remote file {self.name}: sha256 {self.sha256!r} is not 64 lowercase hex digits"
-            )
+            raise ValueError(f"Remote file {self.name}: sha256 {self.sha256!r} is not 64 lowercase hex digits")
 
     def to_json(self) -> dict[str, Any]:
         """JSON-simple form (XCom, trigger events)."""
@@ -94,9 +90,7 @@ class RemoteFile:
             name=data["name"],
             size=int(data["size"]) if data.get("size") is not None else None,
             sha256=data.get("sha256"),
-            delivered_at=dt.datetime.fromisoformat(data["delivered_at"])
-            if data.get("delivered_at")
-            else None,
+            delivered_at=dt.datetime.fromisoformat(data["delivered_at"]) if data.get("delivered_at") else None,
             delivery_date=dt.date.fromisoformat(data["delivery_date"]) if data.get("delivery_date") else None,
             orderer=data.get("orderer"),
             kind=data.get("kind") or "skahmst",
