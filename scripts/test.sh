@@ -18,7 +18,11 @@ if [ -n "${CI:-}" ] && command -v pg_ctlcluster >/dev/null 2>&1; then
   fi
 fi
 
-.venv/bin/ruff check airflow_provider_skattekonto tests scripts example_dags benchmarks
-.venv/bin/ruff format --check airflow_provider_skattekonto tests scripts example_dags benchmarks
+PYTHON_DIRS=()
+for dir in airflow_provider_skattekonto tests scripts example_dags benchmarks; do
+  [ -d "$dir" ] && PYTHON_DIRS+=("$dir")
+done
+.venv/bin/ruff check "${PYTHON_DIRS[@]}"
+.venv/bin/ruff format --check "${PYTHON_DIRS[@]}"
 .venv/bin/mypy
 .venv/bin/python -m pytest -n 2 --dist loadgroup -q "$@"
