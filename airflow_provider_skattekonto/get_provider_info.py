@@ -34,9 +34,7 @@ def _flag(label: str, description: str, default: bool = False) -> dict[str, Any]
 
 CONN_FIELDS: dict[str, dict[str, Any]] = {
     "api_client_id": _text("API client id", "API-gateway key sent in the client_id header of API calls"),
-    "api_client_secret": _text(
-        "API client secret", "API-gateway secret sent in the client_secret header", secret=True
-    ),
+    "api_client_secret": _text("API client secret", "API-gateway secret sent in the client_secret header", secret=True),
     "grant_type": {
         "label": "OAuth2 grant type",
         "description": "client_credentials (unattended, mutual TLS) or refresh_token (authorization code)",
@@ -55,14 +53,10 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "Organisation certificate as base64 PKCS#12, instead of a path",
         secret=True,
     ),
-    "certificate_password": _text(
-        "Certificate PIN", "Password (PIN) of the PKCS#12 file or PEM key", secret=True
-    ),
+    "certificate_password": _text("Certificate PIN", "Password (PIN) of the PKCS#12 file or PEM key", secret=True),
     "certificate_pem_path": _text("Certificate PEM path", "Certificate (and chain) as PEM, with a PEM key"),
     "private_key_pem_path": _text("Private key PEM path", "Private key of the PEM certificate"),
-    "ca_bundle_path": _text(
-        "CA bundle path", "CA certificates to verify the server; default: system/certifi"
-    ),
+    "ca_bundle_path": _text("CA bundle path", "CA certificates to verify the server; default: system/certifi"),
     "orderer_organisation_number": _text(
         "Orderer organisation number", "Expected bestallareId; the certificate must carry this number"
     ),

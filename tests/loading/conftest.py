@@ -215,5 +215,3 @@ def _warehouse(kind: str, tmp_path: Path) -> Iterator[Warehouse]:
             extra()
         if cleanup is not None:
             cleanup()
-
-
