@@ -60,6 +60,11 @@ class ClockReading:
 
     now: dt.datetime
     speed: float = 1.0
+    controllable: bool = False  # the sandbox's clock: it may jump or change speed at any time
+
+    def longest_sleep(self, max_step_seconds: float) -> float:
+        """How long a waiter may sleep before reading the clock again (short on a controllable clock)."""
+        return min(max_step_seconds, 1.0) if self.controllable else max_step_seconds
 
     def real_seconds_until(self, moment: dt.datetime) -> float:
         """Real seconds until ``moment`` on this clock (negative when past)."""
@@ -423,7 +428,7 @@ class SkattekontoHook(BaseHook):
         reply = yield from self._exchange_plan(config, build, authenticated=False, quiet=True)
         body = reply.json()
         now = dt.datetime.fromisoformat(body["now"]).astimezone(STOCKHOLM)
-        return ClockReading(now=now, speed=float(body.get("speed", 1.0)) or 1.0)
+        return ClockReading(now=now, speed=float(body.get("speed", 1.0)) or 1.0, controllable=True)
 
     def _bestall_plan(self, config: SkattekontoConnectionConfig) -> Plan:
         calendar = config.calendar
@@ -525,10 +530,11 @@ class SkattekontoHook(BaseHook):
     def wait_until(self, moment: dt.datetime, *, max_step_seconds: float = 60.0) -> None:
         """Block until ``moment`` on the service clock (for non-deferrable mode)."""
         while True:
-            remaining = self.service_clock().real_seconds_until(moment)
+            reading = self.service_clock()
+            remaining = reading.real_seconds_until(moment)
             if remaining <= 0:
                 return
-            time.sleep(min(remaining, max_step_seconds))
+            time.sleep(min(remaining, reading.longest_sleep(max_step_seconds)))
 
     def certificate_summary(self) -> str:
         """Organisation number and validity of the configured certificate, for messages."""

@@ -113,7 +113,12 @@ class ETransportFileSensor(BaseSensorOperator):
                     "ETransportFileSensor needs delivery_morning, or an upstream BestallOperator whose XCom "
                     "says which morning's file to wait for"
                 )
-            pushed = context["ti"].xcom_pull(task_ids=upstream[0])
+            ti = context["ti"]
+            map_index = getattr(ti, "map_index", -1)
+            # In a mapped task group, the order of this same map index (e.g. one per representative).
+            pushed = ti.xcom_pull(task_ids=upstream[0], map_indexes=map_index) if (map_index or 0) >= 0 else None
+            if not isinstance(pushed, dict):
+                pushed = ti.xcom_pull(task_ids=upstream[0])
             value = pushed.get("delivery_morning") if isinstance(pushed, dict) else None
             if not value:
                 raise AirflowFailException(f"The upstream task {upstream[0]!r} pushed no delivery_morning")

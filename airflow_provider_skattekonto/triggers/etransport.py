@@ -99,7 +99,9 @@ class ETransportFileTrigger(BaseTrigger):
                 if until_deadline <= 0:
                     yield TriggerEvent(base | {"status": "missing", "now": reading.now.isoformat()})
                     return
-                step = min(self.poll_interval / reading.speed, until_deadline, self.max_step_seconds)
+                step = min(
+                    self.poll_interval / reading.speed, until_deadline, reading.longest_sleep(self.max_step_seconds)
+                )
                 await asyncio.sleep(max(step, MIN_REAL_SLEEP))
         finally:
             await hook.aclose()

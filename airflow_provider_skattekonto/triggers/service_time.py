@@ -26,7 +26,7 @@ async def wait_for_service_time(
         remaining = reading.real_seconds_until(moment)
         if remaining <= 0:
             return reading
-        await asyncio.sleep(min(remaining, max_step_seconds))
+        await asyncio.sleep(min(remaining, reading.longest_sleep(max_step_seconds)))
 
 
 class ServiceTimeTrigger(BaseTrigger):
