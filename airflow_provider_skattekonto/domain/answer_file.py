@@ -134,6 +134,9 @@ _TRUNCATED_ADVICE = (
     "the file looks incomplete (truncated download or a file still being written): download it again, "
     "and if it stays incomplete ask Skatteverket for a new delivery"
 )
+_CUT_LINE_ADVICE = (
+    "if this is the file's last line, the file is truncated: download it again; otherwise " + _DEFAULT_ADVICE
+)
 _VERSION_ADVICE = (
     "this provider reads layout versions "
     + ", ".join(sorted(SUPPORTED_LAYOUT_VERSIONS))
@@ -148,7 +151,7 @@ class _FieldError(ValueError):
 # ---------------------------------------------------------------------------------------------------
 # Field kinds: how one field is parsed from and formatted to text
 # ---------------------------------------------------------------------------------------------------
-_MINUS_SIGNS = ("-", "\u2212")
+_MAX_AMOUNT_DIGITS = 18  # öre: fits a signed 64-bit integer (SQL BIGINT) with room for sums
 
 
 def parse_amount(text: str) -> int:
@@ -165,7 +168,7 @@ def parse_amount(text: str) -> int:
             whole = whole[1:]
         digits = whole + text[-2:]
         # isdigit() alone admits non-ASCII digits that int() would accept: require ASCII too.
-        if whole and digits.isdigit() and digits.isascii():
+        if whole and digits.isdigit() and digits.isascii() and len(digits) <= _MAX_AMOUNT_DIGITS:
             return -int(digits) if negative else int(digits)
     raise _FieldError(_amount_problem(text))
 
@@ -173,6 +176,8 @@ def parse_amount(text: str) -> int:
 def _amount_problem(text: str) -> str:
     if not text:
         return "amount is empty"
+    if sum(char.isdigit() for char in text) > _MAX_AMOUNT_DIGITS:
+        return f"amount has more than {_MAX_AMOUNT_DIGITS} digits (the model stores öre in a 64-bit integer)"
     if "." in text and "," not in text:
         return "amount must use a decimal comma, not a point (e.g. -12345,00)"
     if " " in text or "\u00a0" in text or "." in text or text.count(",") > 1:
@@ -279,8 +284,8 @@ def _parse_version(text: str) -> str:
 
 
 def _parse_count(text: str) -> int:
-    if not text or not text.isdigit() or not text.isascii():
-        raise _FieldError("count must be a non-negative whole number")
+    if not text or not text.isdigit() or not text.isascii() or len(text) > 12:
+        raise _FieldError("count must be a non-negative whole number (at most 12 digits)")
     return int(text)
 
 
@@ -394,12 +399,29 @@ def _compile(record_type: str) -> _Compiled:
 
 _COMPILED = {record_type: _compile(record_type) for record_type in LAYOUT}
 _T = _COMPILED[TRANSACTION]
-_T_AMOUNT_FIELDS = tuple(
-    i for i, s in enumerate(_T.specs) if s.attribute in ("amount_skatteverket_ore", "amount_kronofogden_ore")
-)
-_T_SEQUENCE_AT = [f.name for f in dataclasses.fields(Transaction)].index("sequence")
-if _T.specs[0].attribute != "principal" or _T_SEQUENCE_AT != 1:
-    raise RuntimeError("the parser's transaction fast path expects principal first and sequence second")
+
+
+def _check_transaction_fast_path() -> None:
+    """The parser and writer handle T records with code written out for speed; make sure it matches."""
+    expected = [
+        ("principal", PRINCIPAL, False),
+        ("transaction_id", TEXT, True),
+        ("transaction_date", DATE, False),
+        ("interest_date", DATE, True),
+        ("text", TEXT, False),
+        ("amount_skatteverket_ore", AMOUNT, True),
+        ("amount_kronofogden_ore", AMOUNT, True),
+    ]
+    actual = [(s.attribute, s.kind, s.optional) for s in _T.specs]
+    model = [f.name for f in dataclasses.fields(Transaction)]
+    if actual != expected or model[:2] != ["principal", "sequence"] or _T.order is not None:
+        raise RuntimeError(
+            "LAYOUT['T'] changed: update the transaction fast paths in _parse_lines and write_answer_file"
+        )
+
+
+_check_transaction_fast_path()
+_S_NAMES = {spec.attribute: spec.name for spec in _COMPILED[BALANCE].specs}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -428,7 +450,12 @@ class _IterableReader(io.RawIOBase):
         return size
 
 
+_TEXT_MODE_HINT = "parse_answer_file reads bytes: open the file in binary mode ('rb')"
+
+
 def _binary_stream(chunks: BinaryIO | IO[bytes] | Iterable[bytes]) -> IO[bytes]:
+    if isinstance(chunks, (io.TextIOBase, str)):
+        raise TypeError(_TEXT_MODE_HINT)
     if hasattr(chunks, "read"):
         stream: Any = chunks
         if not hasattr(stream, "read1") or not hasattr(stream, "readable"):
@@ -469,8 +496,12 @@ def _text_lines(stream: IO[bytes]) -> Iterator[str]:
     first = next(lines, None)
     if first is None:
         return iter(())
+    if not isinstance(first, bytes):
+        raise TypeError(_TEXT_MODE_HINT)
     if first.startswith(_BOM):
         first = first[len(_BOM) :]
+        if not first:  # nothing but a BOM
+            return iter(())
     return itertools.chain((first.decode(ENCODING),), map(bytes.decode, lines))
 
 
@@ -530,67 +561,81 @@ def _parse_lines(lines: Iterator[str], source_name: str) -> Iterator[Record]:
     yield header
 
     # -- body ---------------------------------------------------------------------------------------
-    seen: set[str] = set()
+    seen: dict[str, int] = {}  # principal -> line of its balance record
     principal = ""  # the current block's principal ("" before the first balance)
     sequence = 0
     transaction_count = 0
     amount_sum = 0
     t_width = _T.width
-    t_parsers = _T.parsers[1:]
-    t_optional = _T.optional[1:]
-    s_amount_index, k_amount_index = (i - 1 for i in _T_AMOUNT_FIELDS)
+    date_get = _DATE_CACHE.get
+    parse_date = _parse_date
+    amount = parse_amount
     new_transaction = Transaction
+    next_line = reader.line_num + 1  # a record spanning lines has a line break inside a quoted field
 
     for row in rows:
         kind = row[0] if row else ""
         if kind == TRANSACTION:
-            if len(row) != t_width or row[1] != principal:
-                line = reader.line_num
-                _transaction_placement_error(row, principal, seen, fail)
+            # Fast path, written out for LAYOUT["T"] (checked at import by _check_transaction_fast_path).
+            if len(row) != t_width or row[1] != principal or reader.line_num != next_line:
+                line = next_line  # where the record starts
+                _row_problem(row, principal, seen, next_line, fail)
+            next_line += 1
             try:
-                values: list[Any] = [
-                    (parse(value) if value else (None if optional else parse(value)))
-                    for parse, optional, value in zip(t_parsers, t_optional, row[2:], strict=False)
-                ]
-            except (ValueError, _FieldError):
+                transaction_id = row[2] or None
+                text = row[5]
+                if not text:
+                    raise _FieldError("empty text")
+                transaction_date = date_get(row[3]) or parse_date(row[3])
+                interest_date = (date_get(row[4]) or parse_date(row[4])) if row[4] else None
+                amount_s = amount(row[6]) if row[6] else None
+                amount_k = amount(row[7]) if row[7] else None
+            except _FieldError as exc:
                 line = reader.line_num
-                _diagnose(row, _T, fail)
-                raise
-            amount_s = values[s_amount_index]
-            amount_k = values[k_amount_index]
+                _build(row, _T, fail)  # slow path: names the failing field
+                raise fail(str(exc)) from None  # pragma: no cover - _build raises first
             if amount_s is None:
                 if amount_k is None:
                     line = reader.line_num
                     raise fail(
                         "a transaction needs at least one of beloppSkatteverket and beloppKronofogden",
-                        field=_T.specs[_T_AMOUNT_FIELDS[0]].name,
+                        field=_T.specs[-2].name,
                         value="",
                     )
                 amount_sum += amount_k
+            elif amount_k is None:
+                amount_sum += amount_s
             else:
-                amount_sum += amount_s if amount_k is None else amount_s + amount_k
+                amount_sum += amount_s + amount_k
             sequence += 1
             transaction_count += 1
-            yield new_transaction(principal, sequence, *values)
+            yield new_transaction(
+                principal, sequence, transaction_id, transaction_date, interest_date, text, amount_s, amount_k
+            )
             continue
+        if reader.line_num != next_line:
+            line = next_line
+            _row_problem(row, principal, seen, next_line, fail)
+        next_line += 1
         line = reader.line_num
         if kind == BALANCE:
             balance = _build(row, _COMPILED[BALANCE], fail)
             assert isinstance(balance, Balance)
             if balance.principal in seen:
                 raise fail(
-                    "a second block for a principal that already had one (each principal appears once)",
-                    field=_COMPILED[BALANCE].specs[0].name,
+                    f"a second block for this principal, whose block started on line {seen[balance.principal]} "
+                    "(each principal appears in one block only)",
+                    field=_S_NAMES["principal"],
                     value=row[1],
                 )
             if balance.next_reconciliation_on is not None and balance.next_reconciliation_on <= (balance.reconciled_on):
                 raise fail(
-                    "the next reconciliation date must be after avstamningsdatum "
+                    f"the next reconciliation date must be after {_S_NAMES['reconciled_on']} "
                     f"({balance.reconciled_on.isoformat()})",
-                    field="nastaAvstamningsdatum",
-                    value=row[7],
+                    field=_S_NAMES["next_reconciliation_on"],
+                    value=balance.next_reconciliation_on.isoformat(),
                 )
-            seen.add(balance.principal)
+            seen[balance.principal] = line
             principal = balance.principal
             sequence = 0
             yield balance
@@ -656,7 +701,7 @@ def _build(row: list[str], compiled: _Compiled, fail: Callable[..., AnswerFileEr
     if len(row) != compiled.width:
         _wrong_width(row, compiled, fail)
     values: list[Any] = []
-    for spec, value in zip(compiled.specs, row[1:], strict=False):
+    for spec, value in zip(compiled.specs, row[1:], strict=True):
         if not value and spec.optional:
             values.append(None)
             continue
@@ -669,24 +714,34 @@ def _build(row: list[str], compiled: _Compiled, fail: Callable[..., AnswerFileEr
     return compiled.cls(*values)
 
 
-def _diagnose(row: list[str], compiled: _Compiled, fail: Callable[..., AnswerFileError]) -> None:
-    """Slow path after a fast-path failure: find the failing field and raise a precise error."""
-    _build(row, compiled, fail)
-
-
 def _wrong_width(row: list[str], compiled: _Compiled, fail: Callable[..., AnswerFileError]) -> None:
     names = [RECORD_TYPE_FIELD, *(s.name for s in compiled.specs)]
+    too_few = len(row) < compiled.width
     raise fail(
-        f"record type {row[0]} must have {compiled.width} fields ({';'.join(names)}), found {len(row)} "
-        "(is a text with ';' missing its quotes?)",
+        f"record type {row[0]} must have {compiled.width} fields ({';'.join(names)}), found {len(row)}"
+        + (" (is the file cut off here?)" if too_few else " (is a text with ';' missing its quotes?)"),
         field=RECORD_TYPE_FIELD,
         value=row[0],
+        advice=_CUT_LINE_ADVICE if too_few else None,
     )
 
 
-def _transaction_placement_error(
-    row: list[str], principal: str, seen: set[str], fail: Callable[..., AnswerFileError]
+def _row_problem(
+    row: list[str], principal: str, seen: dict[str, int], expected_line: int, fail: Callable[..., AnswerFileError]
 ) -> None:
+    """Raise the error for a row that failed the cheap checks (line span, width, block principal)."""
+    specs = _COMPILED[row[0]].specs if row and row[0] in _COMPILED else ()
+    names = [RECORD_TYPE_FIELD, *(spec.name for spec in specs)]
+    for index, value in enumerate(row):
+        if "\n" in value or "\r" in value:
+            raise fail(
+                f"a line break inside a quoted field (the record starts on line {expected_line}); "
+                "a record must be one line",
+                field=names[index] if index < len(names) else f"field {index + 1}",
+                value=value,
+            )
+    if not row or row[0] != TRANSACTION:  # pragma: no cover - only multi-line records get here
+        raise fail(f"a record spanning several lines (it starts on line {expected_line})")
     if len(row) != _T.width:
         _wrong_width(row, _T, fail)
     name = _T.specs[0].name
@@ -703,7 +758,7 @@ def _transaction_placement_error(
         raise fail(str(exc), field=name, value=value) from None
     if other == principal:  # pragma: no cover - equal after normalisation means the text differed
         raise fail("principal id not written as in the block's balance record", field=name, value=value)
-    where = "which had its block earlier" if other in seen else "which has no balance record before it"
+    where = f"whose block started on line {seen[other]}" if other in seen else "which has no balance record before it"
     raise fail(
         f"a transaction for another principal than the current block's ({principal}), {where}",
         field=name,

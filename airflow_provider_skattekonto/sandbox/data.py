@@ -25,6 +25,7 @@ Semantics the loader relies on:
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import hashlib
@@ -39,10 +40,10 @@ from typing import IO, NamedTuple
 from airflow_provider_skattekonto.domain import answer_file
 from airflow_provider_skattekonto.domain.calendar import STOCKHOLM
 from airflow_provider_skattekonto.domain.identifiers import luhn_check_digit, normalize_organisation_number
-from airflow_provider_skattekonto.domain.records import Balance, FileHeader, FileTrailer, Transaction
+from airflow_provider_skattekonto.domain.records import Balance, FileHeader, Transaction
 
 __all__ = [
-    "MEAN_WINDOW_DAYS",
+    "MEAN_WEIGHTED_WINDOW_DAYS",
     "first_saturday",
     "principals_for",
     "reconciliation_date",
@@ -51,12 +52,11 @@ __all__ = [
     "write_answer_file",
 ]
 
-# Calendar days between reconciliation and the last covered day, averaged over the weekday mornings
-# of a period (checked by tests/sandbox/test_data.py); used to turn "per file" into "per day".
-MEAN_WINDOW_DAYS = 16.0
 # Relative volume per weekday (Mon..Sun): transactions are booked on banking days.
 _WEEKDAY_WEIGHT = (1.0, 1.0, 1.0, 1.0, 1.0, 0.15, 0.15)
-_MEAN_WEIGHT = sum(_WEEKDAY_WEIGHT) / 7
+# Weighted days a file covers, averaged over the business mornings of 2025-2027 (14.8 calendar days on
+# average; checked by tests/sandbox/test_data.py). Turns "per file" into "per day".
+MEAN_WEIGHTED_WINDOW_DAYS = 11.06
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -206,8 +206,7 @@ def _poisson(rng: random.Random, mean: float) -> int:
     return count
 
 
-# (cumulative weight, kind); kinds are interpreted in _day_rows
-_KINDS: tuple[tuple[float, str], ...] = ()
+# Kinds of transaction and their relative frequency; interpreted in _day_rows.
 _KIND_WEIGHTS = (
     ("payment", 28),
     ("prelim", 10),
@@ -225,47 +224,77 @@ _KIND_WEIGHTS = (
     ("vat_correction", 1),
     ("reassessment", 1),
 )
-_total = sum(weight for _, weight in _KIND_WEIGHTS)
-_acc = 0.0
-for _kind, _weight in _KIND_WEIGHTS:
-    _acc += _weight / _total
-    _KINDS = (*_KINDS, (_acc, _kind))
+_KIND_NAMES = tuple(name for name, _ in _KIND_WEIGHTS)
+_KIND_BOUNDS = tuple(
+    sum(weight for _, weight in _KIND_WEIGHTS[: index + 1]) / sum(weight for _, weight in _KIND_WEIGHTS)
+    for index in range(len(_KIND_WEIGHTS) - 1)
+)
+_KRONOFOGDEN_KINDS = frozenset({"to_kronofogden", "paid_at_kronofogden", "kronofogden_interest"})
 
 _Row = tuple[str | None, dt.date, dt.date | None, str, int | None, int | None]
 
 
-def _day_rows(seed: int, orderer: str, principal: str, profile: _Profile, day: dt.date, per_day: float) -> list[_Row]:
-    """The transactions of one principal on one day; depends only on the arguments (not on the file)."""
-    rng = _rng(seed, orderer, principal, day.toordinal())
-    count = _poisson(rng, per_day * profile.activity * _WEEKDAY_WEIGHT[day.weekday()])
+class _Day(NamedTuple):
+    """What every principal's transactions on one day share (computed once per day)."""
+
+    date: dt.date
+    weight: float
+    due: dt.date
+    payment: str
+    employer: str
+    withheld: str
+    vat: str
+    vat_correction: str
+    reassessment: str
+
+
+def _day(date: dt.date) -> _Day:
+    vat = f"Moms {_yymm(date, 2)}"
+    return _Day(
+        date=date,
+        weight=_WEEKDAY_WEIGHT[date.weekday()],
+        due=_due_date(date),
+        payment=f"Inbetalning bokförd {date.year % 100:02d}{date.month:02d}{date.day:02d}",
+        employer=f"Arbetsgivaravgift {_yymm(date, 1)}",
+        withheld=f"Avdragen skatt {_yymm(date, 1)}",
+        vat=vat,
+        vat_correction=f"Rättelse moms {_yymm(date, 3)}; beslut {date.isoformat()}",
+        reassessment=f'Beslut omprövning "{vat}"',
+    )
+
+
+def _day_rows(rng: random.Random, profile: _Profile, day: _Day, per_day: float) -> list[_Row]:
+    """One principal's transactions on one day, drawn from the principal's stream for the period.
+
+    The stream is seeded per (principal, reconciliation) and consumed day by day from the first day of
+    the period, so a day's rows do not depend on how many later days a file covers.
+    """
+    count = _poisson(rng, per_day * profile.activity * day.weight)
     if not count:
         return []
     rand = rng.random
     scale = profile.scale
+    date = day.date
+    due = day.due
     rows: list[_Row] = []
-    yymmdd = f"{day.year % 100:02d}{day.month:02d}{day.day:02d}"
-    due = _due_date(day)
     while len(rows) < count:
-        pick = rand()
-        kind = next(k for bound, k in _KINDS if pick <= bound)
-        if kind in ("to_kronofogden", "paid_at_kronofogden", "kronofogden_interest") and not profile.kronofogden:
+        kind = _KIND_NAMES[bisect.bisect_left(_KIND_BOUNDS, rand())]
+        if kind in _KRONOFOGDEN_KINDS and not profile.kronofogden:
             kind = "payment"
         tax = -int(scale * (0.2 + 1.6 * rand()) / 100) * 100  # whole kronor, negative (a debt)
         s_ore: int | None
         k_ore: int | None = None
         interest: dt.date | None = due
         if kind == "payment":
-            text = f"Inbetalning bokförd {yymmdd}"
-            s_ore = int(scale * (0.2 + 2.0 * rand()))
-            interest = day
+            text, s_ore, interest = day.payment, int(scale * (0.2 + 2.0 * rand())), date
         elif kind == "prelim":
             text, s_ore = "Debiterad preliminärskatt", tax
         elif kind == "employer":
-            text, s_ore = f"Arbetsgivaravgift {_yymm(day, 1)}", tax
+            text, s_ore = day.employer, tax
         elif kind == "withheld":
-            text, s_ore = f"Avdragen skatt {_yymm(day, 1)}", tax
+            text, s_ore = day.withheld, tax
         elif kind == "vat":
-            text, s_ore = f"Moms {_yymm(day, 2)}", tax if rand() < 0.8 else -tax
+            text, s_ore = day.vat, tax if rand() < 0.8 else -tax
         elif kind == "interest_income":
             text, s_ore, interest = "Intäktsränta", 1 + int(scale * 0.002 * rand()), None
         elif kind == "interest_cost":
@@ -273,24 +302,22 @@ def _day_rows(seed: int, orderer: str, principal: str, profile: _Profile, day: d
         elif kind == "late_fee":
             text, s_ore = "Förseningsavgift", -62_500 if rand() < 0.7 else -125_000
         elif kind == "to_kronofogden":
-            moved = -tax * 2
-            text, s_ore, k_ore = "Överföring till Kronofogden", moved, -moved
+            text, s_ore, k_ore = "Överföring till Kronofogden", -2 * tax, 2 * tax
         elif kind == "paid_at_kronofogden":
             text, s_ore, k_ore, interest = "Inbetalning hos Kronofogden", None, int(scale * rand()) + 1, None
         elif kind == "kronofogden_interest":
             text, s_ore, k_ore, interest = "Ränta hos Kronofogden", None, -1 - int(scale * 0.003 * rand()), None
         elif kind == "payout":
-            text, s_ore, interest = "Utbetalning", -int(scale * (0.1 + rand())), day
+            text, s_ore, interest = "Utbetalning", -int(scale * (0.1 + rand())), date
         elif kind == "final_tax":
             text, s_ore = "Debiterad slutlig skatt", tax * 3
         elif kind == "vat_correction":
-            text = f"Rättelse moms {_yymm(day, 3)}; beslut {day.isoformat()}"
-            s_ore = tax // 4 if rand() < 0.5 else -tax // 4
+            text, s_ore = day.vat_correction, tax // 4 if rand() < 0.5 else -tax // 4
         else:
-            text, s_ore = f'Beslut "Omprövning" {_yymm(day, 12)[:2]}', tax // 2
-        booked = rand() >= 0.04
-        transaction_id = f"{100_000_000_000 + int(rand() * 899_999_999_999)}" if booked else None
-        row: _Row = (transaction_id, day, interest, text, s_ore, k_ore)
+            text, s_ore = day.reassessment, tax // 2
+        booked = rand() >= 0.04  # the rest is not yet booked: no transaktionsidentitet
+        transaction_id = str(100_000_000_000 + int(rand() * 899_999_999_999)) if booked else None
+        row: _Row = (transaction_id, date, interest, text, s_ore, k_ore)
         rows.append(row)
         if rand() < 0.01 and len(rows) < count:
             rows.append(row)  # an exactly identical transaction on the same day: legitimate
@@ -332,8 +359,8 @@ def snapshot_blocks(
     reconciled_on = reconciliation_date(delivery_morning)
     next_reconciliation = _next_reconciliation(reconciled_on)
     first_day, last_day = transaction_window(delivery_morning)
-    days = [first_day + dt.timedelta(days=n) for n in range((last_day - first_day).days + 1)]
-    per_day = transactions_per_principal / (MEAN_WINDOW_DAYS * _MEAN_WEIGHT)
+    days = [_day(first_day + dt.timedelta(days=n)) for n in range((last_day - first_day).days + 1)]
+    per_day = transactions_per_principal / MEAN_WEIGHTED_WINDOW_DAYS
     morning_date = _local_date(delivery_morning)
     for principal in sorted(principals_for(orderer10, seed=seed, count=principals)):
         profile = _profile(seed, orderer10, principal)
@@ -353,10 +380,9 @@ def snapshot_blocks(
         )
         transactions: list[Transaction] = []
         sequence = 0
+        stream = _rng("transactions", seed, orderer10, principal, reconciled_on.toordinal())
         for day in days:
-            for transaction_id, date, interest_date, text, s_ore, k_ore in _day_rows(
-                seed, orderer10, principal, profile, day, per_day
-            ):
+            for transaction_id, date, interest_date, text, s_ore, k_ore in _day_rows(stream, profile, day, per_day):
                 sequence += 1
                 transactions.append(
                     Transaction(principal, sequence, transaction_id, date, interest_date, text, s_ore, k_ore)
@@ -423,12 +449,11 @@ def write_answer_file(
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as raw:
             sink = _HashingWriter(raw)
-            trailer: FileTrailer = answer_file.write_answer_file(sink, header, blocks)  # type: ignore[arg-type]
+            answer_file.write_answer_file(sink, header, blocks)  # type: ignore[arg-type]
         os.chmod(temp_name, 0o644)
         os.replace(temp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
         raise
-    del trailer
     return sink.size, sink.sha256.hexdigest()
