@@ -285,7 +285,6 @@ _ALLOWED_METHODS = {
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # small answers go out at once (Nagle + delayed ACK cost ~40 ms each)
     server_version = "skattekonto-sandbox"
     sys_version = ""
     timeout = IDLE_TIMEOUT
