@@ -31,7 +31,7 @@ class UnsafeRemoteNameError(ValueError):
 
 def check_remote_name(name: str) -> str:
     """Return ``name`` if it is a plain, safe file name; raise :class:`UnsafeRemoteNameError` otherwise."""
-    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
         printable = repr(name)[:120]
         raise UnsafeRemoteNameError(
             f"Refusing remote file name {printable}: only letters, digits, '.', '_' and '-' are allowed "
@@ -46,7 +46,7 @@ def match_file_name(name: str, pattern: str = DEFAULT_FILE_PATTERN) -> tuple[str
 
     The pattern's optional named groups ``orderer`` (10 digits) and ``date`` (YYYYMMDD) are read.
     """
-    match = re.match(pattern, name)
+    match = re.fullmatch(pattern, name)
     if match is None:
         return None
     groups = match.groupdict()
