@@ -8,7 +8,7 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,dev]"
 
 # PostgreSQL tests must run under CI: start the local server if it is installed but stopped.
 if [ -n "${CI:-}" ] && command -v pg_ctlcluster >/dev/null 2>&1; then
