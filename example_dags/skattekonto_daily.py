@@ -2,8 +2,17 @@
 
 Connections (see README): ``skattekonto_default`` (type ``skattekonto``: certificate, keys, E-transport
 source, archive) and ``skattekonto_warehouse`` (any common-sql database: sqlite, postgres, ...).
-Safe to backfill: runs for past mornings do not order (history cannot be ordered); they fetch the
-file delivered then, and the loader never lets an older file overwrite newer data.
+Each run is one delivery morning; its run id names it (``scheduled__2026-11-19_0700__...``).
+
+* Scheduled: orders at 22:00 the evening before, waits in the triggerer for the 07:00 file, loads it.
+* Manual trigger, with or without a logical date: orders now, for the morning an order placed now
+  lands in (with a logical date: that date's morning).
+* Retry or clear of ``bestall`` after an accepted order: no second order (Airflow 3.3+).
+* Unpaused after a pause (``catchup=False``): one run, for the next morning that can still be ordered.
+* Safe to backfill (``airflow backfill create --from-date D1 --to-date D2``: the mornings dated
+  D1..D2): runs for past mornings do not order (history cannot be ordered); they fetch the file
+  delivered then, skip (logging why) when there is none, and the loader never lets an older file
+  overwrite newer data.
 """
 
 from __future__ import annotations
@@ -32,11 +41,7 @@ with DAG(
     tags=["skatteverket", "skattekonto"],
     doc_md=__doc__,
 ) as dag:
-    order = BestallOperator(
-        task_id="bestall",
-        skattekonto_conn_id=SKATTEKONTO_CONN_ID,
-        delivery_morning="{{ data_interval_end }}",
-    )
+    order = BestallOperator(task_id="bestall", skattekonto_conn_id=SKATTEKONTO_CONN_ID)
     wait = ETransportFileSensor(
         task_id="wait_for_file",
         skattekonto_conn_id=SKATTEKONTO_CONN_ID,

@@ -30,9 +30,7 @@ with DAG(
 
     @task_group
     def representative(skattekonto_conn_id: str) -> None:
-        order = BestallOperator(
-            task_id="bestall", skattekonto_conn_id=skattekonto_conn_id, delivery_morning="{{ data_interval_end }}"
-        )
+        order = BestallOperator(task_id="bestall", skattekonto_conn_id=skattekonto_conn_id)
         wait = ETransportFileSensor(task_id="wait_for_file", skattekonto_conn_id=skattekonto_conn_id)
         load = SkattekontoToSqlOperator(
             task_id="load",

@@ -24,6 +24,8 @@ __all__ = [
     "SERVICE_OPENS",
     "STOCKHOLM",
     "ServiceCalendar",
+    "local_iso",
+    "parse_moment",
     "swedish_closed_days",
 ]
 
@@ -206,6 +208,11 @@ class ServiceCalendar:
                 "Europe/Stockholm on business days"
             )
         return local
+
+
+def local_iso(moment: dt.datetime) -> str:
+    """``moment`` in Europe/Stockholm as ISO 8601 with its offset (``2026-12-03T07:00:00+01:00``), for logs."""
+    return _require_aware(moment, "moment").astimezone(STOCKHOLM).isoformat()
 
 
 def parse_moment(value: str | dt.datetime) -> dt.datetime:

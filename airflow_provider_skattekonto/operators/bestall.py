@@ -10,12 +10,13 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_skattekonto._task_errors import fail_fast_unless_retryable
-from airflow_provider_skattekonto.domain.calendar import parse_moment
+from airflow_provider_skattekonto.domain.calendar import STOCKHOLM, local_iso, parse_moment
 from airflow_provider_skattekonto.exceptions import ServiceClosedError
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_skattekonto.domain.calendar import ServiceCalendar
     from airflow_provider_skattekonto.hooks.skattekonto import SkattekontoHook
 
 STATE_KEY = "skattekonto_bestall"
@@ -29,10 +30,17 @@ class BestallOperator(BaseOperator):
     ``correlation_id``, ``ordered_at``, ``reason``.
 
     :param skattekonto_conn_id: the ``skattekonto`` connection.
-    :param delivery_morning: the delivery morning this run is for (templated), e.g.
-        ``"{{ data_interval_end }}"`` with :class:`DeliveryMorningTimetable`. If its cutoff (03:00 that
-        morning) has passed, nothing is ordered (history cannot be ordered) and that morning is handed
-        on, so the downstream wait looks for the file delivered then. If empty, order now.
+    :param delivery_morning: the delivery morning this run is for (templated, ISO 8601). Default: the
+        run's own morning, the end of its data interval when that is a delivery morning (runs of
+        :class:`DeliveryMorningTimetable`: scheduled, catchup, backfill, manual with a logical date);
+        a run without one (a manual run without a logical date, another timetable) orders now, for the
+        morning an order placed now lands in. A template the run cannot render (e.g.
+        ``"{{ data_interval_end }}"`` in a run without a data interval) falls back to that default.
+        If the morning's cutoff (03:00 that morning) has passed, nothing is ordered (history cannot be
+        ordered) and that morning is handed on, so the downstream wait looks for the file delivered then.
+
+    A retry or a clear of a try whose order was accepted does not order again (Airflow 3.3+ keeps the
+    record in the task state store); it hands on the recorded order.
     :param deferrable: wait for the service window in the triggerer instead of a worker slot.
     """
 
@@ -57,6 +65,24 @@ class BestallOperator(BaseOperator):
 
         return SkattekontoHook(self.skattekonto_conn_id)
 
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Render as usual; a ``delivery_morning`` the run cannot render falls back to the run's morning."""
+        if isinstance(self.delivery_morning, str) and "{" in self.delivery_morning:
+            from jinja2 import UndefinedError
+
+            env = jinja_env or self.get_template_env()
+            try:
+                self.delivery_morning = self.render_template(self.delivery_morning, context, env)
+            except UndefinedError as exc:
+                self.log.info(
+                    "delivery_morning=%r cannot be rendered in this run (%s: a manual run without a logical "
+                    "date has no data interval); using the run's own morning instead",
+                    self.delivery_morning,
+                    exc,
+                )
+                self.delivery_morning = None
+        super().render_template_fields(context, jinja_env)
+
     def execute(self, context: Context) -> dict[str, Any]:
         return self._order(context)
 
@@ -66,11 +92,11 @@ class BestallOperator(BaseOperator):
         return self._order(context)
 
     # -----------------------------------------------------------------------------------------------
-    def _target(self, hook: SkattekontoHook) -> dt.datetime | None:
+    def _target(self, hook: SkattekontoHook, context: Context) -> dt.datetime | None:
         if not self.delivery_morning:
-            return None
+            return run_morning(context, hook.calendar)
         try:
-            target = parse_moment(self.delivery_morning)
+            target = parse_moment(self.delivery_morning).astimezone(STOCKHOLM)
         except ValueError as exc:
             raise AirflowFailException(
                 f"delivery_morning={self.delivery_morning!r} is not a timezone-aware ISO 8601 time: {exc}"
@@ -96,7 +122,7 @@ class BestallOperator(BaseOperator):
 
     def _order_with(self, hook: SkattekontoHook, context: Context) -> dict[str, Any]:
         calendar = hook.calendar
-        target = self._target(hook)
+        target = self._target(hook, context)
         now = hook.service_now()
         if target is not None:
             opens, cutoff = calendar.order_window(target)
@@ -105,9 +131,9 @@ class BestallOperator(BaseOperator):
                     "Not ordering: the cutoff for the file of %s was %s and it is now %s on the service "
                     "clock; history cannot be ordered. Handing on that morning so the wait looks for the "
                     "file that was delivered then.",
-                    target.isoformat(),
-                    cutoff.isoformat(),
-                    now.isoformat(),
+                    local_iso(target),
+                    local_iso(cutoff),
+                    local_iso(now),
                 )
                 return _handed_on(target, "cutoff_passed")
             if now < opens:
@@ -117,7 +143,7 @@ class BestallOperator(BaseOperator):
                     opens,
                     f"an order before {opens:%Y-%m-%d %H:%M} would land in an earlier file",
                 )
-        previous = self._previous_order(context, target)
+        previous = recorded_order(context, target, self.log)
         if previous is not None:
             self.log.warning(
                 "Not ordering again: try %s already placed an order for the file of %s (skv_client_correlation_id=%s).",
@@ -132,42 +158,15 @@ class BestallOperator(BaseOperator):
         self._remember(context, {"state": "sending", "delivery_morning": target.isoformat() if target else None})
         result = hook.bestall()
         xcom = result.to_xcom() | {"reason": "ordered"}
+        xcom["delivery_morning"] = local_iso(result.delivery_morning)
         if target is not None and result.delivery_morning != target:
             self.log.warning(
                 "The order landed in the file of %s, not %s as this run expected.",
-                result.delivery_morning.isoformat(),
-                target.isoformat(),
+                local_iso(result.delivery_morning),
+                local_iso(target),
             )
         self._remember(context, xcom | {"state": "accepted"})
         return xcom
-
-    def _previous_order(self, context: Context, target: dt.datetime | None) -> dict[str, Any] | None:
-        """An order a previous try of this task instance placed for the same file, if any."""
-        store = context.get("task_state_store")  # Airflow 3.3+: survives task retries
-        try_number = getattr(context.get("ti"), "try_number", 1) or 1
-        stored: Any = None
-        if store is not None:
-            try:
-                stored = store.get(STATE_KEY)
-            except Exception as exc:  # the store is optional bookkeeping: never block the order on it
-                self.log.warning("Could not read the task state store (%s)", type(exc).__name__)
-        accepted = isinstance(stored, dict) and stored.get("state") == "accepted"
-        if accepted and (target is None or stored.get("delivery_morning") == target.isoformat()):
-            return dict(stored)
-        if try_number > 1:
-            if isinstance(stored, dict) and stored.get("state") == "sending":
-                detail = "a previous try sent an order whose answer never arrived (it may or may not be placed)"
-            elif store is None:
-                detail = "this Airflow has no task state store (3.3+) to tell whether a previous try ordered"
-            else:
-                detail = "no previous try recorded an accepted order"
-            self.log.warning(
-                "Try %s orders again: %s. A duplicate order at most means the morning's file is ordered "
-                "twice; loading an identical file again is a no-op.",
-                try_number,
-                detail,
-            )
-        return None
 
     def _remember(self, context: Context, value: dict[str, Any]) -> None:
         store = context.get("task_state_store")
@@ -181,7 +180,7 @@ class BestallOperator(BaseOperator):
     def _wait_then_order(
         self, hook: SkattekontoHook, context: Context, until: dt.datetime, reason: str
     ) -> dict[str, Any]:
-        self.log.info("Waiting until %s (%s) before ordering", until.isoformat(), reason)
+        self.log.info("Waiting until %s (%s) before ordering", local_iso(until), reason)
         if self.deferrable:
             from airflow_provider_skattekonto.triggers.service_time import ServiceTimeTrigger
 
@@ -198,8 +197,60 @@ class BestallOperator(BaseOperator):
 def _handed_on(target: dt.datetime, reason: str) -> dict[str, Any]:
     return {
         "ordered": False,
-        "delivery_morning": target.isoformat(),
+        "delivery_morning": local_iso(target),
         "correlation_id": None,
         "ordered_at": None,
         "reason": reason,
     }
+
+
+def run_morning(context: Context, calendar: ServiceCalendar) -> dt.datetime | None:
+    """The delivery morning the run's data interval names (its end), or None for a run without one."""
+    dag_run = context.get("dag_run")
+    end = context.get("data_interval_end") or getattr(dag_run, "data_interval_end", None)
+    if end is None:
+        return None
+    local = parse_moment(end).astimezone(STOCKHOLM)
+    return local if calendar.is_delivery_morning(local) else None
+
+
+def recorded_order(context: Context, target: dt.datetime | None, log: Any) -> dict[str, Any] | None:
+    """The accepted order an earlier try (or a cleared run) of this task instance recorded for ``target``.
+
+    None when there is none, and then the task orders. Mornings are compared as instants, never as
+    strings (``07:00+01:00`` is ``06:00+00:00``); ``target`` None (order now) accepts any recorded order.
+    The record lives in the task state store (Airflow 3.3+).
+    """
+    store = context.get("task_state_store")  # Airflow 3.3+: survives retries and clears
+    try_number = getattr(context.get("ti"), "try_number", 1) or 1
+    stored: Any = None
+    if store is not None:
+        try:
+            stored = store.get(STATE_KEY)
+        except Exception as exc:  # the store is optional bookkeeping: never block the order on it
+            log.warning("Could not read the task state store (%s)", type(exc).__name__)
+    if isinstance(stored, dict) and stored.get("state") == "accepted" and _same_morning(stored, target):
+        return dict(stored)
+    if try_number > 1:
+        if isinstance(stored, dict) and stored.get("state") == "sending":
+            detail = "a previous try sent an order whose answer never arrived (it may or may not be placed)"
+        elif store is None:
+            detail = "this Airflow has no task state store (3.3+) to tell whether a previous try ordered"
+        else:
+            detail = "no previous try recorded an accepted order for this morning"
+        log.warning(
+            "Try %s orders again: %s. A duplicate order at most means the morning's file is ordered "
+            "twice; loading an identical file again is a no-op.",
+            try_number,
+            detail,
+        )
+    return None
+
+
+def _same_morning(stored: dict[str, Any], target: dt.datetime | None) -> bool:
+    if target is None:
+        return True
+    try:
+        return parse_moment(stored.get("delivery_morning") or "") == target
+    except ValueError:
+        return False

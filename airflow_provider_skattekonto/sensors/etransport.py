@@ -10,6 +10,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_provider_skattekonto._task_errors import fail_fast_unless_retryable
+from airflow_provider_skattekonto.domain.calendar import STOCKHOLM, local_iso, parse_moment
 from airflow_provider_skattekonto.domain.remote_files import DEFAULT_FILE_PATTERN, RemoteFile
 
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_skattekonto.hooks.etransport import ETransportHook
 
-WHEN_MISSING = ("fail", "skip")
+WHEN_MISSING = ("auto", "fail", "skip")
 
 
 class ETransportFileSensor(BaseSensorOperator):
@@ -32,8 +33,12 @@ class ETransportFileSensor(BaseSensorOperator):
         file fails the task with an actionable message (default ``"10:00"``).
     :param poll_interval: seconds between listings from 07:00 on.
     :param download: download into the archive (default) or only report the file.
-    :param when_missing: ``"fail"`` (default) or ``"skip"`` when the deadline passes without a file;
-        ``"skip"`` suits backfills of mornings E-transport no longer keeps (later snapshots cover them).
+    :param when_missing: what a passed deadline without a file does. ``"auto"`` (default): a historical
+        run skips, with the reason in the log, and any other run fails. A run is historical when it is a
+        backfill (``DagRunType.BACKFILL_JOB``) or its morning was already a past day when the run started
+        (catchup runs after an outage, manual runs of old mornings): nothing was ordered for such a
+        morning, and later files are full snapshots, so they cover it. A scheduled run for today fails
+        loudly when its file is late. ``"fail"`` or ``"skip"`` force one behaviour for every run.
     :param deferrable: wait in the triggerer (default) instead of poking from a worker.
     :param start_from_trigger: start in the triggerer without a worker at all (Airflow 3.3+); needs an
         explicit (templated) ``delivery_morning``.
@@ -51,7 +56,7 @@ class ETransportFileSensor(BaseSensorOperator):
         deadline_time: str = "10:00",
         poll_interval: float = 120.0,
         download: bool = True,
-        when_missing: str = "fail",
+        when_missing: str = "auto",
         kind: str = "skahmst",
         file_pattern: str = DEFAULT_FILE_PATTERN,
         deferrable: bool = True,
@@ -102,7 +107,6 @@ class ETransportFileSensor(BaseSensorOperator):
         }
 
     def _requested_morning(self, context: Context) -> dt.datetime:
-        from airflow_provider_skattekonto.domain.calendar import parse_moment
         from airflow_provider_skattekonto.operators.bestall import BestallOperator
 
         value: Any = self.delivery_morning
@@ -137,6 +141,7 @@ class ETransportFileSensor(BaseSensorOperator):
 
     # -- deferrable path ----------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
+        self._started_at: dt.datetime | None = None  # the service time this try started (poke mode)
         if not self.deferrable:
             return super().execute(context)
         with fail_fast_unless_retryable():
@@ -147,17 +152,18 @@ class ETransportFileSensor(BaseSensorOperator):
         try:
             morning, deadline = self._window(hook, context)
             now = hook.service_now()
+            historical = self._historical(context, morning, now)
             if now >= morning:  # due already (late start, backfill): look once before deferring
                 files = hook.list_files(delivery_date=morning.date(), kind=self.kind)
                 if files:
                     return self._finish(hook, files, morning)
                 if now >= deadline:
-                    self._missing(hook, morning, deadline, now)
+                    self._missing(hook, morning, deadline, now, historical)
             self.log.info(
                 "Deferring: the file of %s is due by 07:00 that morning; polling every %.0f s until %s",
-                morning.isoformat(),
+                local_iso(morning),
                 self.poll_interval,
-                deadline.isoformat(),
+                local_iso(deadline),
             )
         finally:
             hook.close()
@@ -166,17 +172,18 @@ class ETransportFileSensor(BaseSensorOperator):
         self.defer(
             trigger=ETransportFileTrigger(**self._trigger_kwargs(morning.isoformat())),
             method_name="execute_complete",
+            kwargs={"historical": historical},
             timeout=self.timeout if self.timeout else None,
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None, historical: str | None = None
+    ) -> dict[str, Any]:
         """Resumes after the trigger: download the file, or fail/skip with the reason."""
         with fail_fast_unless_retryable():
-            return self._complete(event or {})
+            return self._complete(event or {}, historical if isinstance(historical, str) else None)
 
-    def _complete(self, event: dict[str, Any]) -> dict[str, Any]:
-        from airflow_provider_skattekonto.domain.calendar import parse_moment
-
+    def _complete(self, event: dict[str, Any], historical: str | None) -> dict[str, Any]:
         hook = self._hook()
         try:
             status = event.get("status")
@@ -189,6 +196,7 @@ class ETransportFileSensor(BaseSensorOperator):
                     parse_moment(event["delivery_morning"]),
                     parse_moment(event["deadline"]),
                     parse_moment(event["now"]),
+                    historical,
                 )
             raise AirflowFailException(f"Waiting for the answer file failed: {event.get('message', event)}")
         finally:
@@ -204,6 +212,8 @@ class ETransportFileSensor(BaseSensorOperator):
         try:
             morning, deadline = self._window(hook, context)
             now = hook.service_now()
+            if getattr(self, "_started_at", None) is None:
+                self._started_at = now
             if now < morning:
                 self.log.info("The file of %s is not due before 07:00 that morning; not polling yet", morning.date())
                 return False
@@ -211,7 +221,8 @@ class ETransportFileSensor(BaseSensorOperator):
             if files:
                 return PokeReturnValue(is_done=True, xcom_value=self._finish(hook, files, morning))
             if now >= deadline:
-                self._missing(hook, morning, deadline, now)
+                started = getattr(self, "_started_at", None) or now
+                self._missing(hook, morning, deadline, now, self._historical(context, morning, started))
             return False
         finally:
             hook.close()
@@ -227,14 +238,37 @@ class ETransportFileSensor(BaseSensorOperator):
                 ", ".join(f.name for f in files),
                 newest.name,
             )
-        result: dict[str, Any] = newest.to_json() | {"delivery_morning": morning.isoformat(), "path": None}
+        result: dict[str, Any] = newest.to_json() | {"delivery_morning": local_iso(morning), "path": None}
         if not self.download:
             self.log.info("Found %s (not downloading: download=False)", newest.name)
             return result
         stored = hook.download(newest)
-        return stored.to_xcom() | {"delivery_morning": morning.isoformat()}
+        return stored.to_xcom() | {"delivery_morning": local_iso(morning)}
 
-    def _missing(self, hook: ETransportHook, morning: dt.datetime, deadline: dt.datetime, now: dt.datetime) -> None:
+    def _historical(self, context: Context, morning: dt.datetime, started: dt.datetime) -> str | None:
+        """Why this run counts as historical for ``when_missing="auto"``, or None.
+
+        A backfill run, or a run whose morning was a past day when the wait started (on the service clock).
+        """
+        if self.when_missing != "auto":
+            return None
+        run_type = getattr(context.get("dag_run"), "run_type", None)
+        if str(getattr(run_type, "value", run_type)) == "backfill":
+            return "this is a backfill run"
+        started_local = started.astimezone(STOCKHOLM)
+        if started_local.date() > morning.astimezone(STOCKHOLM).date():
+            return f"the wait started on {started_local:%Y-%m-%d}, after the morning of {morning:%Y-%m-%d}"
+        return None
+
+    def _missing(
+        self,
+        hook: ETransportHook,
+        morning: dt.datetime,
+        deadline: dt.datetime,
+        now: dt.datetime,
+        historical: str | None,
+    ) -> None:
+        morning, deadline, now = (m.astimezone(STOCKHOLM) for m in (morning, deadline, now))
         source = hook.source().description
         cutoff = morning.replace(hour=3)
         message = (
@@ -244,9 +278,13 @@ class ETransportFileSensor(BaseSensorOperator):
             f"Was {morning:%Y-%m-%d} a day Skatteverket produced files (add closed dates to the connection's "
             "closed_dates if not)?"
         )
-        if self.when_missing == "skip":
-            raise AirflowSkipException(
-                message + " Skipping (when_missing='skip'): E-transport may no longer keep this file; later "
-                "files are full snapshots since each reconciliation, so they cover this period."
+        if self.when_missing == "skip" or historical:
+            why = f"when_missing='auto' and {historical}" if historical else "when_missing='skip'"
+            skipped = (
+                f"{message} Skipping ({why}): nothing may have been ordered for this morning, or E-transport "
+                "no longer keeps its file; later files are full snapshots since each reconciliation, so they "
+                "cover this period."
             )
+            self.log.warning("%s", skipped)
+            raise AirflowSkipException(skipped)
         raise AirflowFailException(message)

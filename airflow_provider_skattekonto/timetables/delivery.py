@@ -18,6 +18,7 @@ from airflow_provider_skattekonto.domain.calendar import (
 
 if TYPE_CHECKING:
     from airflow.timetables.base import TimeRestriction
+    from airflow.utils.types import DagRunType
     from pendulum import DateTime
 
 
@@ -36,7 +37,13 @@ class DeliveryMorningTimetable(Timetable):
       hours of slack before the 03:00 cutoff.
     * Weekends, Swedish public holidays, midsommarafton, julafton, nyårsafton and ``closed_dates``
       have no run. Backfills (catchup) create runs for past mornings; BestallOperator does not order
-      for them and the sensor fetches the file that was delivered then.
+      for them and the sensor fetches the file that was delivered then (or skips if there is none).
+    * Run ids name the morning: ``scheduled__2026-11-19_0700__...`` is the run of the 19 November
+      file, although its logical date (``data_interval_start``) is the previous morning.
+      ``airflow backfill create --from-date 2026-11-19 --to-date 2026-11-25`` covers exactly the
+      mornings dated 19-25 November.
+    * With ``catchup=False`` the scheduler never creates a run for a morning whose cutoff has passed:
+      after a pause the next run is the morning an order placed now lands in.
     """
 
     periodic = True
@@ -79,21 +86,55 @@ class DeliveryMorningTimetable(Timetable):
         morning = self.calendar.delivery_for(run_after)
         return DataInterval(_pendulum(self.calendar.previous_delivery_morning(morning)), _pendulum(morning))
 
+    def generate_run_id(
+        self, *, run_type: DagRunType, run_after: DateTime, data_interval: DataInterval | None, **extra: Any
+    ) -> str:
+        """``<type>__<morning date>_0700__<run_after>``: every run names the delivery morning it is for.
+
+        A run without a data interval (a manual run without a logical date) is named after the morning
+        an order placed at ``run_after`` lands in.
+        """
+        morning = self.morning_of(data_interval.end) if data_interval is not None else None
+        if morning is None:
+            morning = self.calendar.delivery_for(run_after)
+        return run_type.generate_run_id(suffix=f"{morning:%Y-%m-%d}_0700__{run_after.isoformat()}")
+
+    def morning_of(self, interval_end: dt.datetime) -> dt.datetime | None:
+        """The delivery morning (local time) a data interval's end names, or None if it names none."""
+        local = interval_end.astimezone(STOCKHOLM)
+        return local if self.calendar.is_delivery_morning(local) else None
+
     def next_dagrun_info(
         self, *, last_automated_data_interval: DataInterval | None, restriction: TimeRestriction
     ) -> DagRunInfo | None:
+        """The next morning's run, honouring ``restriction`` on every call.
+
+        * ``earliest`` (start date, or a backfill's ``--from-date``): the first morning at or after it.
+        * ``latest`` (end date, or a backfill's ``--to-date``): a bound at midnight is a *date*, and
+          every morning dated on or before it is included (``--to-date 2026-11-25`` includes the
+          morning of 25 November); any other time is compared as an instant.
+        * ``catchup`` off: never a morning whose cutoff (03:00) has passed; the next run is the morning
+          an order placed now lands in. After a pause or an outage, unpausing creates that one run.
+        """
+        candidates: list[dt.datetime] = []
         if last_automated_data_interval is not None:
-            morning = self.calendar.next_delivery_morning(last_automated_data_interval.end)
-        else:
-            if restriction.earliest is None:
-                return None
-            start: dt.datetime = restriction.earliest
-            if not restriction.catchup:
-                start = max(start, dt.datetime.now(dt.timezone.utc))
-            # The first morning whose run can still start at or after ``start``.
-            morning = self.calendar.next_delivery_morning(start - dt.timedelta(seconds=1))
-            while self.run_after_for(morning) < start and not restriction.catchup:
-                morning = self.calendar.next_delivery_morning(morning)
-        if restriction.latest is not None and morning > restriction.latest:
+            candidates.append(self.calendar.next_delivery_morning(last_automated_data_interval.end))
+        if restriction.earliest is not None:
+            candidates.append(self.calendar.next_delivery_morning(restriction.earliest - dt.timedelta(seconds=1)))
+        elif last_automated_data_interval is None:
+            return None
+        if not restriction.catchup:
+            candidates.append(self.calendar.delivery_for(dt.datetime.now(dt.timezone.utc)))
+        morning = max(candidates)
+        if restriction.latest is not None and not _within(morning, restriction.latest):
             return None
         return self._info(morning)
+
+
+def _within(morning: dt.datetime, latest: dt.datetime) -> bool:
+    """Whether ``morning`` is not after ``latest``; a bound at midnight (its own zone or Stockholm) is a date."""
+    for zone in (latest.tzinfo, STOCKHOLM):
+        bound = latest.astimezone(zone)
+        if bound.time() == dt.time(0):
+            return morning.astimezone(STOCKHOLM).date() <= bound.date()
+    return morning <= latest

@@ -44,7 +44,7 @@ def test_closed_window_defers_until_five(sandbox: Any, use_connection: Any, run_
 
 def test_waits_for_the_runs_order_window(sandbox: Any, use_connection: Any, run_dag_file: Any) -> None:
     # Monday 23:50 for Wednesday's file: an order now would land in Tuesday's, so wait for Tuesday 05:00.
-    sandbox.clock.set(now=dt.datetime(2026, 11, 30, 23, 50, tzinfo=STOCKHOLM), speed=18000.0)
+    sandbox.clock.set(now=dt.datetime(2026, 11, 30, 23, 50, tzinfo=STOCKHOLM), speed=1000.0)
     use_connection()
     state, xcom = run_dag_file(*bestall_dag(delivery_morning="2026-12-02T07:00:00+01:00"))["bestall"]
     assert state == "success" and xcom["ordered"] is True
@@ -75,3 +75,58 @@ def test_not_a_delivery_morning_is_refused(sandbox: Any, use_connection: Any, ru
     use_connection()
     state, _ = run_dag_file(*bestall_dag(delivery_morning="2026-11-28T07:00:00+01:00"))["bestall"]  # a Saturday
     assert state == "failed"
+
+
+def test_manual_run_without_logical_date_orders_now(
+    sandbox: Any, use_connection: Any, run_dag_file: Any, logs: Any
+) -> None:
+    """``airflow dags trigger`` without ``-l``: no data interval; the template falls back, no error."""
+    sandbox.clock.set(now=dt.datetime(2026, 11, 27, 10, 0, tzinfo=STOCKHOLM), speed=1.0)
+    use_connection()
+    dag = bestall_dag(delivery_morning="{{ data_interval_end }}")
+    state, xcom = run_dag_file(*dag, logical_date=None)["bestall"]
+    assert state == "success" and xcom["ordered"] is True
+    assert xcom["delivery_morning"] == "2026-11-30T07:00:00+01:00"  # Friday 10:00 -> Monday's file
+    assert len(sandbox.orders()) == 1
+    assert "cannot be rendered in this run" in logs()
+
+
+def test_run_of_the_timetable_orders_for_its_own_morning(
+    sandbox: Any, use_connection: Any, run_dag_file: Any, logs: Any
+) -> None:
+    """The default delivery_morning is the run's interval end; logs are in Stockholm time."""
+    sandbox.clock.set(now=dt.datetime(2026, 12, 2, 12, 0, tzinfo=STOCKHOLM), speed=1.0)
+    use_connection()
+    dag_id, source = dag_source("BestallOperator(task_id='bestall')")
+    timetable = "from airflow_provider_skattekonto.timetables.delivery import DeliveryMorningTimetable"
+    source = source.replace("schedule=None", "schedule=DeliveryMorningTimetable()")
+    source = source.replace("import datetime as dt", f"import datetime as dt\n{timetable}")
+    # A logical date whose manual interval is the 3 December morning (Wednesday noon -> Thursday 07:00).
+    logical = dt.datetime(2026, 12, 2, 11, 0, tzinfo=dt.timezone.utc)
+    state, xcom = run_dag_file(dag_id, source, logical_date=logical)["bestall"]
+    assert state == "success" and xcom["ordered"] is True
+    assert xcom["delivery_morning"] == "2026-12-03T07:00:00+01:00"
+
+
+def test_retry_after_an_accepted_order_does_not_order_again(
+    sandbox: Any, use_connection: Any, run_dag_file: Any, logs: Any
+) -> None:
+    """Try 1 orders, then fails; try 2 finds the record (stored in local time, template in UTC)."""
+    pytest.importorskip("airflow.sdk.bases.resumablejobmixin", reason="the task state store arrived in Airflow 3.3")
+    sandbox.clock.set(now=dt.datetime(2026, 12, 2, 12, 0, tzinfo=STOCKHOLM), speed=1.0)
+    use_connection()
+    dag_id, source = dag_source(
+        "class FailsAfterOrdering(BestallOperator):",
+        "    def execute(self, context):",
+        "        result = super().execute(context)",
+        "        if context['ti'].try_number == 1:",
+        "            raise RuntimeError('worker lost after the order')",
+        "        return result",
+        "FailsAfterOrdering(task_id='bestall', retries=1, retry_delay=dt.timedelta(0),"
+        " delivery_morning='2026-12-03T06:00:00+00:00')",  # as '{{ data_interval_end }}' renders: UTC
+    )
+    state, xcom = run_dag_file(dag_id, source)["bestall"]
+    assert state == "success"
+    assert len(sandbox.orders()) == 1
+    assert xcom["delivery_morning"] == "2026-12-03T07:00:00+01:00"
+    assert "Not ordering again" in logs()

@@ -81,6 +81,39 @@ def test_backfill_without_file_can_skip(sandbox: Any, use_connection: Any, run_d
     assert state == "skipped"
 
 
+def test_historical_morning_without_file_skips_by_default(
+    sandbox: Any, use_connection: Any, run_dag_file: Any, logs: Any
+) -> None:
+    """A run whose morning was a past day when it started (catchup after an outage): skipped, reason logged."""
+    sandbox.clock.set(now=dt.datetime(2026, 11, 30, 12, 0, tzinfo=STOCKHOLM), speed=1.0)
+    use_connection()
+    state, _ = run_dag_file(*sensor_dag(delivery_morning="2026-11-26T06:00:00+00:00"))["wait_for_file"]
+    assert state == "skipped"
+    text = logs()
+    assert "No answer file for the delivery morning 2026-11-26 07:00" in text
+    assert "the wait started on 2026-11-30, after the morning of 2026-11-26" in text
+
+
+def test_backfill_run_type_is_historical() -> None:
+    """DagRunType.BACKFILL_JOB skips even for a morning of the same day; other runs of today fail."""
+    from types import SimpleNamespace
+
+    from airflow.utils.types import DagRunType
+
+    from airflow_provider_skattekonto.sensors.etransport import ETransportFileSensor
+
+    sensor = ETransportFileSensor(task_id="wait_for_file")
+    morning = dt.datetime(2026, 11, 30, 7, 0, tzinfo=STOCKHOLM)
+    same_day = dt.datetime(2026, 11, 30, 6, 0, tzinfo=STOCKHOLM)
+    backfill = {"dag_run": SimpleNamespace(run_type=DagRunType.BACKFILL_JOB)}
+    scheduled = {"dag_run": SimpleNamespace(run_type=DagRunType.SCHEDULED)}
+    assert sensor._historical(backfill, morning, same_day) == "this is a backfill run"  # type: ignore[arg-type]
+    assert sensor._historical(scheduled, morning, same_day) is None  # type: ignore[arg-type]
+    assert sensor._historical(scheduled, morning, same_day + dt.timedelta(days=1))  # type: ignore[arg-type]
+    forced = ETransportFileSensor(task_id="wait_for_file", when_missing="fail")
+    assert forced._historical(backfill, morning, same_day) is None  # type: ignore[arg-type]
+
+
 def test_poke_mode(sandbox: Any, use_connection: Any, run_dag_file: Any, tmp_path: Path) -> None:
     sandbox.clock.set(now=dt.datetime(2026, 11, 30, 2, 0, tzinfo=STOCKHOLM), speed=1.0)
     use_connection(archive_url=(tmp_path / "archive").as_uri())
