@@ -26,3 +26,9 @@ done
 .venv/bin/ruff format --check "${PYTHON_DIRS[@]}"
 .venv/bin/mypy
 .venv/bin/python -m pytest -n 2 --dist loadgroup -q "$@"
+
+# System tests: real scheduler, dag-processor, triggerer and api-server processes (tests/system).
+# They run after the unit suite when no pytest arguments were given, or when SKATTEKONTO_SYSTEM_TESTS=1.
+if [ $# -eq 0 ] || [ -n "${SKATTEKONTO_SYSTEM_TESTS:-}" ]; then
+  .venv/bin/python -m pytest -m system -p no:xdist -q tests/system
+fi

@@ -292,6 +292,25 @@ class ETransportHook(SkattekontoHook):
             url = (home / "skattekonto" / "archive").resolve().as_uri()
         return ObjectStoragePath(url)
 
+    def warn_if_archive_is_worker_local(self) -> str | None:
+        """Warn (and return the warning) when the archive is on local disk but tasks may run elsewhere.
+
+        With a non-local executor (Celery, Kubernetes, edge) the sensor that archives a file and the
+        load that reads it may run on different machines: ``archive_url`` must be shared storage.
+        """
+        root = self.archive_root()
+        executor = configured_executor()
+        if getattr(root, "protocol", "file") not in ("file", "local") or executor_is_local(executor):
+            return None
+        warning = (
+            f"archive_url is {str(root)!r}, a path on this worker's local disk, but the executor "
+            f"({executor}) may run the load on another machine, where the file is not. Set the "
+            f"connection {self.config.conn_id!r}'s extra 'archive_url' to shared object storage "
+            "(s3://..., gs://..., or a shared mount) for this executor."
+        )
+        self.log.warning("%s", warning)
+        return warning
+
     # -- listing ------------------------------------------------------------------------------------
     def _filter(self, files: list[RemoteFile], delivery_date: dt.date | None) -> list[RemoteFile]:
         orderer = self.config.orderer_organisation_number
@@ -409,3 +428,22 @@ def _sha256_of(path: ObjectStoragePath) -> str:
         while chunk := handle.read(CHUNK_SIZE):
             hasher.update(chunk)
     return hasher.hexdigest()
+
+
+LOCAL_EXECUTORS = ("LocalExecutor", "SequentialExecutor", "DebugExecutor")
+
+
+def configured_executor() -> str:
+    """The ``[core] executor`` setting of this Airflow ("" if it cannot be read)."""
+    try:
+        from airflow.configuration import conf
+
+        return str(conf.get("core", "executor", fallback="") or "")
+    except Exception:  # a worker without the core configuration: say nothing rather than guess
+        return ""
+
+
+def executor_is_local(executor: str) -> bool:
+    """Whether every executor in ``executor`` (comma-separated, aliases allowed) runs tasks on this machine."""
+    names = [part.split(":")[-1].strip().rsplit(".", 1)[-1] for part in executor.split(",") if part.strip()]
+    return all(name in LOCAL_EXECUTORS for name in names)

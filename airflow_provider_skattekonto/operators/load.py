@@ -45,6 +45,29 @@ class _FileInfo:
     orderer: str | None
 
 
+def _require_reachable(path: Any, url: str) -> None:
+    """A missing local archived file fails with what to do, never a bare FileNotFoundError."""
+    if getattr(path, "protocol", "file") not in ("file", "local") or path.exists():
+        return
+    import socket
+
+    from airflow_provider_skattekonto.hooks.etransport import configured_executor, executor_is_local
+
+    executor = configured_executor()
+    where = f"this worker ({socket.gethostname()})"
+    if executor and not executor_is_local(executor):
+        raise AirflowFailException(
+            f"The archived file {url} is not on {where}. The connection's archive_url is local disk, but "
+            f"the executor ({executor}) ran the sensor that archived it on another machine. Set the "
+            "skattekonto connection's extra 'archive_url' to shared object storage (s3://..., gs://..., or "
+            "a shared mount), then clear the wait_for_file task."
+        )
+    raise AirflowFailException(
+        f"The archived file {url} is not on {where}: was the archive (the connection's archive_url) moved "
+        "or cleaned? Clear the wait_for_file task to download it again."
+    )
+
+
 def _file_info(file: Any) -> _FileInfo:
     """Read the upstream sensor's XCom (a dict, possibly rendered to JSON/Python text) or a plain path."""
     if isinstance(file, str):
@@ -175,6 +198,7 @@ class SkattekontoToSqlOperator(BaseOperator):
         except SnapshotLoadError as exc:
             raise AirflowFailException(str(exc)) from None
         path = ObjectStoragePath(info.url)
+        _require_reachable(path, info.url)
         sha256, size = info.sha256, info.size
         if sha256 is None:
             with path.open("rb") as stream:

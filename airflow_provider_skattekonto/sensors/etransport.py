@@ -142,6 +142,12 @@ class ETransportFileSensor(BaseSensorOperator):
     # -- deferrable path ----------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
         self._started_at: dt.datetime | None = None  # the service time this try started (poke mode)
+        if self.download:
+            hook = self._hook()
+            try:
+                hook.warn_if_archive_is_worker_local()
+            finally:
+                hook.close()
         if not self.deferrable:
             return super().execute(context)
         with fail_fast_unless_retryable():

@@ -30,8 +30,9 @@ class DeliveryMorningTimetable(Timetable):
     """Each run is one delivery morning: the 07:00 (Europe/Stockholm) file of a business day.
 
     * ``data_interval_end`` is the delivery morning; ``data_interval_start`` the previous one (the
-      span the file's new data covers). Pass ``"{{ data_interval_end }}"`` to BestallOperator and
-      ETransportFileSensor as ``delivery_morning``.
+      span the file's new data covers), or the start date for the first morning after it.
+      BestallOperator orders for that morning by default, and the sensor waits for the morning
+      BestallOperator hands on.
     * The run starts at ``order_at`` (local time): a time before 03:00 means that morning's night; a
       time from 05:00 means the evening of the previous business day. Default ``"22:00"``, leaving
       hours of slack before the 03:00 cutoff.
@@ -62,8 +63,12 @@ class DeliveryMorningTimetable(Timetable):
         day = morning.date() if self.order_at < CUTOFF else self.calendar.previous_business_day(morning.date())
         return dt.datetime.combine(day, self.order_at, tzinfo=STOCKHOLM)
 
-    def _info(self, morning: dt.datetime) -> DagRunInfo:
+    def _info(self, morning: dt.datetime, earliest: dt.datetime | None = None) -> DagRunInfo:
         previous = self.calendar.previous_delivery_morning(morning)
+        if earliest is not None and previous < earliest:
+            # The first run after a start date (or a backfill's --from-date) starts its interval there:
+            # Airflow creates no task instances for a run whose logical date is before the start date.
+            previous = earliest
         return DagRunInfo(
             run_after=_pendulum(self.run_after_for(morning)),
             data_interval=DataInterval(_pendulum(previous), _pendulum(morning)),
@@ -128,7 +133,7 @@ class DeliveryMorningTimetable(Timetable):
         morning = max(candidates)
         if restriction.latest is not None and not _within(morning, restriction.latest):
             return None
-        return self._info(morning)
+        return self._info(morning, restriction.earliest)
 
 
 def _within(morning: dt.datetime, latest: dt.datetime) -> bool:

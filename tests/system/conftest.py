@@ -1,0 +1,345 @@
+"""System-test fixtures: real Airflow processes against a fresh PostgreSQL metadata database.
+
+Per test session, :func:`airflow_stack` creates a uniquely named PostgreSQL database on
+127.0.0.1:5432, runs ``airflow db migrate``, and starts ``api-server`` (free port), ``scheduler``,
+``dag-processor`` and ``triggerer`` as separate processes, each in its own process group with its log
+in the session's temp folder. The DAGs come from ``tests/system/dags``; the Skattekonto sandbox runs in
+this process on a controllable clock. At the end every process group is stopped (SIGTERM, then
+SIGKILL) and the database dropped, also when a test failed.
+
+Skips (with the reason) only when PostgreSQL is unreachable and ``CI`` is unset; under CI it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from airflow_provider_skattekonto.domain.calendar import STOCKHOLM, ServiceCalendar
+from airflow_provider_skattekonto.sandbox.server import Sandbox
+
+DAGS = Path(__file__).resolve().parent / "dags"
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+AIRFLOW = Path(sys.executable).with_name("airflow")
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), 2).close()
+        return True
+    except OSError:
+        return False
+
+
+def require_service(host: str, port: int, what: str) -> None:
+    """Skip when ``what`` is unreachable, unless under CI (then fail: CI must run these tests)."""
+    if reachable(host, port):
+        return
+    message = f"{what} is not answering on {host}:{port}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}, and CI is set: the system tests must run")
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Timed out after {timeout:.0f} s waiting for {what} (last: {value!r})")
+        time.sleep(interval)
+
+
+def last_morning(now: dt.datetime, calendar: ServiceCalendar | None = None) -> dt.datetime:
+    """The last delivery morning at or before ``now`` whose 10:00 deadline has passed."""
+    calendar = calendar or ServiceCalendar()
+    return calendar.previous_delivery_morning(now - dt.timedelta(hours=3))
+
+
+class PostgresDatabase:
+    """A database of its own on the local PostgreSQL server, dropped at the end."""
+
+    def __init__(self, prefix: str) -> None:
+        self.name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        self._admin("CREATE DATABASE {}")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return f"postgresql+psycopg2://postgres@{PG_HOST}:{PG_PORT}/{self.name}"
+
+    def _admin(self, statement: str) -> None:
+        import psycopg2
+        from psycopg2 import sql
+
+        conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres")
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL(statement).format(sql.Identifier(self.name)))
+        finally:
+            conn.close()
+
+    def drop(self) -> None:
+        self._admin("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+
+
+@dataclass
+class AirflowStack:
+    """Running Airflow components (one process group each) and how to drive them."""
+
+    home: Path
+    env: dict[str, str]
+    api_url: str
+    sandbox: Sandbox
+    morning: dt.datetime
+    warehouse: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    groups: list[int] = field(default_factory=list)
+    _token: str | None = None
+
+    # -- processes -----------------------------------------------------------------------------
+    def start(self, component: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.home / "logs" / f"{component}.log").open("ab")
+        process = subprocess.Popen(
+            [str(AIRFLOW), component, *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: its workers are stopped with it
+        )
+        log.close()
+        self.processes[component] = process
+        self.groups.append(process.pid)
+        return process
+
+    def signal(self, component: str, sig: signal.Signals, *, group: bool = False) -> None:
+        process = self.processes[component]
+        if group:
+            os.killpg(process.pid, sig)
+        else:
+            process.send_signal(sig)
+        process.wait(timeout=60)
+
+    def stop_all(self) -> None:
+        for pgid in self.groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for process in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for pgid in self.groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+
+    def log_tail(self, component: str, lines: int = 40) -> str:
+        path = self.home / "logs" / f"{component}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    # -- CLI and REST --------------------------------------------------------------------------
+    def cli(self, *args: str, timeout: float = 180, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(AIRFLOW), *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"airflow {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+        return result
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        if self._token is None:
+            reply = httpx.get(f"{self.api_url}/auth/token", timeout=30)
+            reply.raise_for_status()
+            self._token = reply.json()["access_token"]
+        reply = httpx.request(
+            method,
+            f"{self.api_url}/api/v2{path}",
+            headers={"Authorization": f"Bearer {self._token}"},
+            timeout=60,
+            **kwargs,
+        )
+        if reply.status_code >= 400:
+            raise AssertionError(f"{method} {path}: HTTP {reply.status_code} {reply.text[:2000]}")
+        return reply.json() if reply.content else None
+
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return list(self.api("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100})["dag_runs"])
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        items = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        return {ti["task_id"]: ti["state"] for ti in items}
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        entry = self.api(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+            params={"deserialize": True, "stringify": False},
+        )
+        return entry["value"]
+
+    def unpause(self, dag_id: str) -> None:
+        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def pause(self, dag_id: str) -> None:
+        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 240) -> dict[str, str | None]:
+        """Wait until the run is finished; returns its task states."""
+
+        def finished() -> dict[str, str | None] | None:
+            run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+            return self.task_states(dag_id, run_id) if run["state"] in ("success", "failed") else None
+
+        return wait_until(finished, timeout, f"{dag_id} {run_id} to finish", interval=2)  # type: ignore[no-any-return]
+
+    def wait_for_task(
+        self, dag_id: str, run_id: str, task_id: str, states: tuple[str, ...], timeout: float = 240
+    ) -> str:
+        def reached() -> str | None:
+            state = self.task_states(dag_id, run_id).get(task_id)
+            return state if state in states else None
+
+        return wait_until(reached, timeout, f"{dag_id} {run_id} {task_id} in {states}", interval=1)  # type: ignore[no-any-return]
+
+    def wait_deferred(self, dag_id: str, run_id: str, task_id: str, timeout: float = 240) -> None:
+        """Wait until the task is deferred and the scheduler has taken in its worker's exit.
+
+        A trigger firing before the scheduler processed the executor's event for the deferring try makes
+        Airflow fail the resumed task ("finished with state success, but ... queued"); a real file
+        never comes seconds after the deferral, but the tests move the clock at once.
+        """
+        self.wait_for_task(dag_id, run_id, task_id, ("deferred",), timeout)
+        needle = (
+            "Received executor event with state success for task instance "
+            f"TaskInstanceKey(dag_id='{dag_id}', task_id='{task_id}', run_id='{run_id}'"
+        )
+        log = self.home / "logs" / "scheduler.log"
+        wait_until(lambda: needle in log.read_text(errors="replace"), 120, f"the scheduler to see {task_id} deferred")
+
+    def warehouse_rows(self, table: str) -> list[tuple[Any, ...]]:
+        import sqlite3
+
+        if not self.warehouse.exists():
+            return []
+        with sqlite3.connect(self.warehouse) as conn:
+            return list(conn.execute(f"SELECT * FROM {table}"))
+
+
+def _env(
+    home: Path, database_url: str, api_port: int, sandbox: Sandbox, morning: dt.datetime, warehouse: Path
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_HOME"))}
+    archive = home / "archive"
+    connection = sandbox.airflow_connection("orderer", archive_url=archive.as_uri())
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url,
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__CORE__FERNET_KEY": "",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__API__PORT": str(api_port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
+            "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
+            "AIRFLOW__API__SECRET_KEY": uuid.uuid4().hex,
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs" / "tasks"),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_SEC": "2",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "3",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+            "SKATTEKONTO_SYSTEM_MORNING": morning.isoformat(),
+            "AIRFLOW_CONN_SKATTEKONTO_DEFAULT": json.dumps(connection),
+            "AIRFLOW_CONN_SKATTEKONTO_WAREHOUSE": json.dumps({"conn_type": "sqlite", "host": str(warehouse)}),
+        }
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
+    """Airflow (LocalExecutor) with its four components as processes, the sandbox, a SQLite warehouse."""
+    require_service(PG_HOST, PG_PORT, "PostgreSQL")
+    home = tmp_path_factory.mktemp("airflow-system")
+    (home / "logs").mkdir()
+    database = PostgresDatabase("skattekonto_system")
+    sandbox = Sandbox.start(home / "sandbox")
+    morning = last_morning(dt.datetime.now(STOCKHOLM))
+    api_port = free_port()
+    warehouse = home / "warehouse.db"
+    stack = AirflowStack(
+        home=home,
+        env=_env(home, database.sqlalchemy_url, api_port, sandbox, morning, warehouse),
+        api_url=f"http://127.0.0.1:{api_port}",
+        sandbox=sandbox,
+        morning=morning,
+        warehouse=warehouse,
+    )
+    try:
+        stack.cli("db", "migrate", timeout=600)
+        for component in COMPONENTS:
+            stack.start(component)
+        wait_until(lambda: reachable("127.0.0.1", api_port), 180, "the api-server to listen")
+        wait_until(
+            lambda: _dags_parsed(stack),
+            240,
+            "the dag-processor to parse tests/system/dags",
+            interval=2,
+        )
+        yield stack
+    finally:
+        stack.stop_all()
+        sandbox.stop()
+        database.drop()
+        for component in COMPONENTS:
+            print(f"--- {component} (last lines) ---\n{stack.log_tail(component, 15)}")
+
+
+def _dags_parsed(stack: AirflowStack) -> bool:
+    try:
+        dags = stack.api("GET", "/dags", params={"tags": "skattekonto-system", "limit": 100})["dags"]
+    except (httpx.HTTPError, AssertionError):
+        return False
+    return len(dags) >= 8
+
+
+@pytest.fixture
+def stack(airflow_stack: AirflowStack) -> AirflowStack:
+    """The session's stack with the sandbox's faults cleared."""
+    airflow_stack.sandbox.faults.reset()
+    return airflow_stack
