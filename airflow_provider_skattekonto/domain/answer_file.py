@@ -27,6 +27,8 @@ import dataclasses
 import datetime as dt
 import io
 import itertools
+import operator
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, BinaryIO, NamedTuple
 
@@ -35,7 +37,14 @@ from airflow_provider_skattekonto.domain.identifiers import (
     normalize_organisation_number,
     normalize_principal_id,
 )
-from airflow_provider_skattekonto.domain.records import Balance, FileHeader, FileTrailer, Record, Transaction
+from airflow_provider_skattekonto.domain.records import (
+    Balance,
+    FileHeader,
+    FileTrailer,
+    Record,
+    Transaction,
+    TransactionBatch,
+)
 
 __all__ = [
     "LAYOUT",
@@ -47,6 +56,7 @@ __all__ = [
     "format_amount",
     "iter_blocks",
     "parse_amount",
+    "parse_answer_batches",
     "parse_answer_file",
     "write_answer_file",
 ]
@@ -487,22 +497,18 @@ class _ReadAdapter(io.RawIOBase):
 _BOM = codecs.BOM_UTF8
 
 
-def _text_lines(stream: IO[bytes]) -> Iterator[str]:
-    """Decoded lines (line endings kept for csv); a leading UTF-8 BOM is dropped.
-
-    Decoding per line (``map`` of ``bytes.decode`` runs at C speed) lets an encoding error name its line.
-    """
-    lines = iter(stream)
-    first = next(lines, None)
+def _first_line(stream: IO[bytes]) -> str | None:
+    """The first line, decoded, without a leading UTF-8 BOM (``None``: empty file or only a BOM)."""
+    first = next(iter(stream), None)
     if first is None:
-        return iter(())
+        return None
     if not isinstance(first, bytes):
         raise TypeError(_TEXT_MODE_HINT)
     if first.startswith(_BOM):
         first = first[len(_BOM) :]
         if not first:  # nothing but a BOM
-            return iter(())
-    return itertools.chain((first.decode(ENCODING),), map(bytes.decode, lines))
+            return None
+    return first.decode(ENCODING)
 
 
 def parse_answer_file(chunks: BinaryIO | IO[bytes] | Iterable[bytes], *, source_name: str) -> Iterator[Record]:
@@ -515,21 +521,320 @@ def parse_answer_file(chunks: BinaryIO | IO[bytes] | Iterable[bytes], *, source_
     all-or-nothing, and the file is valid only once the trailer has been yielded. The caller's file object
     is not closed.
     """
+    # Smaller steps than for batches: the Transaction objects of a whole step are alive at once.
+    for item in _parse(chunks, source_name, _SEGMENT // 4):
+        if type(item) is TransactionBatch:
+            yield from item.transactions()
+        else:
+            yield item  # type: ignore[misc]
+
+
+def parse_answer_batches(
+    chunks: BinaryIO | IO[bytes] | Iterable[bytes], *, source_name: str
+) -> Iterator[Record | TransactionBatch]:
+    """:func:`parse_answer_file` for bulk consumers: runs of transactions come as
+    :class:`~airflow_provider_skattekonto.domain.records.TransactionBatch` (columns of validated text)
+    instead of one ``Transaction`` per row; single ``Transaction`` records may come too.
+
+    Same validation, same errors, same order. The bulk of a file goes through a fast path that checks
+    whole regions of lines with string operations that run in C (no per-row Python objects); a region
+    it cannot vouch for (quoting, control characters, a record type other than S or T, any invalid value)
+    is parsed line by line by the same code as before, which names the problem.
+    """
+    return _parse(chunks, source_name, _SEGMENT)
+
+
+def _parse(
+    chunks: BinaryIO | IO[bytes] | Iterable[bytes], source_name: str, segment: int
+) -> Iterator[Record | TransactionBatch]:
     stream = _binary_stream(chunks)
+    state = _State()
     try:
-        lines = _text_lines(stream)
+        first = _first_line(stream)
     except UnicodeDecodeError as exc:
         raise AnswerFileError(
             f"the file is not valid UTF-8 ({exc.reason} at byte {exc.start} of the line)",
             source_name=source_name,
             line_number=1,
         ) from None
-    yield from _parse_lines(lines, source_name)
+    rest: Iterator[str] = map(bytes.decode, stream)  # the per-line path's view of what follows
+    if first is None:
+        yield from _parse_lines(iter(()), source_name, state)
+        return
+    yield from _parse_lines(itertools.chain((first,), rest), source_name, state, stop_line=1)
+    while not state.done:
+        data = stream.read(segment)
+        if not data:
+            yield from _parse_lines(rest, source_name, state, first_line=state.line + 1)  # raises: no trailer
+            return
+        if not data.endswith(b"\n"):
+            data += stream.readline()
+        try:
+            text = data.decode(ENCODING)
+        except UnicodeDecodeError:  # the per-line path names the line
+            lines = map(bytes.decode, io.BytesIO(data))
+            count = data.count(b"\n") + (not data.endswith(b"\n"))
+            yield from _parse_lines(
+                itertools.chain(lines, rest),
+                source_name,
+                state,
+                first_line=state.line + 1,
+                stop_line=state.line + count,
+            )
+            continue
+        plain = len(data.translate(None, _CONTROL_BYTES)) == len(data)
+        yield from _segment(text, state, source_name, rest, plain)
 
 
-def _parse_lines(lines: Iterator[str], source_name: str) -> Iterator[Record]:
-    reader = csv.reader(lines, delimiter=DELIMITER, quotechar='"', strict=True)
+_SEGMENT = 1 << 16  # bytes read per step of the fast path (then completed to a whole line)
+# What the fast path leaves to the per-line path: control characters (other than the line ends).
+_CONTROL_BYTES = bytes(c for c in [*range(0x20), 0x7F] if c not in b"\r\n")
+# A ';'-joined column of optional amounts, as parse_amount accepts them (ASCII minus, at most 18 digits).
+_AMOUNTS = re.compile(r"(?:-?[0-9]{1,16},[0-9]{2})?(?:;(?:-?[0-9]{1,16},[0-9]{2})?)*").fullmatch
+_STRIDE = 9  # fields of an S or T record (8) plus the line-end marker
+
+
+class _State:
+    """Where a parse stands; shared by the fast path and the per-line path."""
+
+    __slots__ = ("amount_sum", "done", "line", "principal", "seen", "sequence", "transaction_count")
+
+    def __init__(self) -> None:
+        self.seen: dict[str, int] = {}  # principal -> line of its balance record
+        self.principal = ""  # the current block's principal ("" before the first balance)
+        self.sequence = 0
+        self.transaction_count = 0
+        self.amount_sum = 0
+        self.line = 0  # lines consumed so far
+        self.done = False  # the trailer was read and checked
+
+
+def _lines(text: str) -> list[str]:
+    """Lines as iterating the bytes gives them: split after each LF only, line ends kept."""
+    lines = [line + "\n" for line in text.split("\n")]
+    last = lines.pop()
+    if last != "\n":
+        lines.append(last[:-1])
+    return lines
+
+
+def _segment(
+    text: str, state: _State, source_name: str, rest: Iterator[str], plain: bool
+) -> Iterator[Record | TransactionBatch]:
+    """Decoded text of whole lines (the file's last line may lack its end): the fast path if it can
+    vouch for them, else the per-line path."""
+    end = text.rfind("\n") + 1
+    if end:
+        region = text[:end]
+        fast = _fast(region, state) if plain else None
+        if fast is None:
+            yield from _slow(region, text, end, state, source_name, rest)
+        else:
+            yield from fast
+    if end < len(text) and not state.done:  # a last line without a line end
+        yield from _slow(text[end:], text, len(text), state, source_name, rest)
+
+
+def _slow(
+    region: str, text: str, after: int, state: _State, source_name: str, rest: Iterator[str]
+) -> Iterator[Record | TransactionBatch]:
+    """The per-line path over ``region``; it reads on into ``text[after:]`` and ``rest`` only for a
+    record spanning lines (an error), after which it parses to the end."""
+
+    def following() -> Iterator[str]:
+        yield from _lines(text[after:])
+        yield from rest
+
+    lines = _lines(region)
+    yield from _parse_lines(
+        itertools.chain(lines, following()),
+        source_name,
+        state,
+        first_line=state.line + 1,
+        stop_line=state.line + len(lines),
+    )
+
+
+def _fallback(*_args: Any, **_kwargs: Any) -> Exception:
+    return _NotFast()
+
+
+class _NotFast(Exception):
+    """Internal: the fast path cannot vouch for a region."""
+
+
+_PLACEHOLDER = "Q;;;;;;;\n"  # stands for a quoted line until its csv-parsed fields replace it
+_DUMMY_T = ["", "2000-01-01", "", "-", "0,00", ""]  # passes the T column checks where an S row stands
+_parse_date(_DUMMY_T[1])  # cached: the dummy date needs no check per region
+
+
+def _unquote(text: str) -> tuple[str, list[tuple[int, list[str]]]] | None:
+    """Replace each line containing a quote by a placeholder; return the text and, per such line, its
+    index and fields (csv, as the per-line path reads them). ``None``: a quoted line is not one record."""
+    pieces: list[str] = []
+    quoted: list[str] = []
+    indexes: list[int] = []
+    pos = index = 0
+    find, rfind, count = text.find, text.rfind, text.count
+    while (quote := find('"', pos)) >= 0:
+        start = rfind("\n", 0, quote) + 1
+        end = find("\n", quote) + 1
+        index += count("\n", pos, start)
+        pieces.append(text[pos:start])
+        pieces.append(_PLACEHOLDER)
+        quoted.append(text[start:end])
+        indexes.append(index)
+        index += 1
+        pos = end
+    pieces.append(text[pos:])
+    try:
+        rows = list(csv.reader(quoted, delimiter=DELIMITER, quotechar='"', strict=True))
+    except csv.Error:
+        return None
+    if len(rows) != len(quoted):  # a quoted field ran into the next line
+        return None
+    return "".join(pieces), list(zip(indexes, rows, strict=True))
+
+
+def _fast(text: str, state: _State) -> list[Record | TransactionBatch] | None:
+    """Parse whole lines of S and T records in one go, or return ``None`` (state unchanged) when anything
+    is unusual, so that the per-line path handles (and names) it. ``text`` has no control characters."""
+    n = text.count("\n")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        if "\r" in text:
+            return None
+    quoted: list[tuple[int, list[str]]] = []
+    if '"' in text:
+        unquoted = _unquote(text)
+        if unquoted is None:
+            return None
+        text, quoted = unquoted
+    # Each line becomes its 8 fields and a "\n" marker: a line with any other field count misaligns.
+    flat = text.replace("\n", ";\n;").split(";")
+    stride = _STRIDE
+    if len(flat) != stride * n + 1 or flat[stride - 1 :: stride].count("\n") != n:
+        return None
+    for index, row in quoted:
+        if len(row) != stride - 1:
+            return None
+        flat[stride * index : stride * index + stride - 1] = row
+    kinds = flat[0 : stride * n : stride]
+    if kinds.count(TRANSACTION) + kinds.count(BALANCE) != n:
+        return None
+    # -- balances: parsed one by one; their slots then hold values that pass the transaction checks
+    balances: list[tuple[int, Balance]] = []
+    seen = state.seen
+    new: dict[str, int] = {}
+    compiled_s = _COMPILED[BALANCE]
+    first = state.line + 1
+    start = 0
+    while True:
+        try:
+            at = kinds.index(BALANCE, start)
+        except ValueError:
+            break
+        row_start = stride * at
+        try:
+            balance = _build(flat[row_start : row_start + stride - 1], compiled_s, _fallback)
+        except _NotFast:
+            return None
+        principal = balance.principal
+        nxt = balance.next_reconciliation_on
+        if principal in seen or principal in new or (nxt is not None and nxt <= balance.reconciled_on):
+            return None
+        new[principal] = first + at
+        flat[row_start + 2 : row_start + stride - 1] = _DUMMY_T
+        balances.append((at, balance))
+        start = at + 1
+    # -- transactions: every check on whole columns
+    principals = flat[1::stride]
+    bounds = [at for at, _ in balances] + [n]
+    days, interest, texts = flat[3::stride], flat[4::stride], flat[5::stride]
+    amounts_s, amounts_k = flat[6::stride], flat[7::stride]
+    if "" in texts or "" in days or "" in map(operator.add, amounts_s, amounts_k):
+        return None
+    used = set(days)
+    used.update(interest)
+    used.discard("")
+    if not _DATE_CACHE.keys() >= used:
+        for day in used.difference(_DATE_CACHE):
+            try:
+                _parse_date(day)
+            except _FieldError:
+                return None
+    joined = ";".join(amounts_s) + ";" + ";".join(amounts_k)
+    if not _AMOUNTS(joined):
+        return None
+    ore = joined.replace(",", "").split(";")
+    ore_s, ore_k = ore[:n], ore[n:]
+    del ore
+    # -- the records, in file order
+    out: list[Record | TransactionBatch] = []
+    principal, sequence = state.principal, state.sequence
+    tids = flat[2::stride]
+    count = amount_sum = 0
+    previous = 0
+    for bound, balance_item in itertools.zip_longest(bounds, balances):
+        if bound > previous:  # transactions [previous, bound) of the current principal
+            if principals[previous:bound].count(principal) != bound - previous:
+                return None
+            batch_s, batch_k = ore_s[previous:bound], ore_k[previous:bound]
+            total = sum(map(int, filter(None, batch_s))) + sum(map(int, filter(None, batch_k)))
+            out.append(
+                TransactionBatch(
+                    principal,
+                    sequence + 1,
+                    tids[previous:bound],
+                    days[previous:bound],
+                    interest[previous:bound],
+                    texts[previous:bound],
+                    batch_s,
+                    batch_k,
+                    total,
+                )
+            )
+            sequence += bound - previous
+            count += bound - previous
+            amount_sum += total
+        if balance_item is not None:
+            _, balance = balance_item
+            out.append(balance)
+            principal, sequence = balance.principal, 0
+        previous = bound + 1
+    seen.update(new)
+    state.principal, state.sequence = principal, sequence
+    state.transaction_count += count
+    state.amount_sum += amount_sum
+    state.line += n
+    return out
+
+
+class _LineCounter:
+    """A csv reader whose ``line_num`` counts the file's lines from ``offset`` on."""
+
+    __slots__ = ("offset", "reader")
+
+    def __init__(self, reader: Any, offset: int) -> None:
+        self.reader = reader
+        self.offset = offset
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return self.reader  # type: ignore[no-any-return]
+
+    @property
+    def line_num(self) -> int:
+        return self.offset + self.reader.line_num  # type: ignore[no-any-return]
+
+
+def _parse_lines(
+    lines: Iterator[str], source_name: str, state: _State, *, first_line: int = 1, stop_line: int | None = None
+) -> Iterator[Record]:
+    """The per-line path, from the file's line ``first_line`` (1: the header): parse records until the
+    line ``stop_line`` is consumed at a record boundary (then save the state and return), or to the end."""
+    reader = _LineCounter(csv.reader(lines, delimiter=DELIMITER, quotechar='"', strict=True), first_line - 1)
     line = 0
+    stop = -1 if stop_line is None else stop_line
 
     def fail(reason: str, *, field: str | None = None, value: str | None = None, **kw: Any) -> AnswerFileError:
         return AnswerFileError(
@@ -544,34 +849,44 @@ def _parse_lines(lines: Iterator[str], source_name: str) -> Iterator[Record]:
     rows = _rows(reader, fail)
 
     # -- header -----------------------------------------------------------------------------------
-    first = next(rows, None)
-    line = reader.line_num
-    if first is None:
-        raise fail("the file is empty: no header record", line_number=None, advice=_TRUNCATED_ADVICE)
-    if not first or first[0] != HEADER:
-        raise fail(
-            f"the file must start with a header record ({HEADER}); found record type {(first[0] if first else '')!r}",
-            field=RECORD_TYPE_FIELD,
-            value=first[0] if first else "",
-        )
-    if len(first) > 1 and first[1] not in SUPPORTED_LAYOUT_VERSIONS:
-        spec = _COMPILED[HEADER].specs[0]
-        raise fail("unsupported layout version", field=spec.name, value=first[1], advice=_VERSION_ADVICE)
-    header = _build(first, _COMPILED[HEADER], fail)
-    yield header
+    if first_line == 1:
+        first = next(rows, None)
+        line = reader.line_num
+        if first is None:
+            raise fail("the file is empty: no header record", line_number=None, advice=_TRUNCATED_ADVICE)
+        if not first or first[0] != HEADER:
+            raise fail(
+                f"the file must start with a header record ({HEADER}); found record type "
+                f"{(first[0] if first else '')!r}",
+                field=RECORD_TYPE_FIELD,
+                value=first[0] if first else "",
+            )
+        if len(first) > 1 and first[1] not in SUPPORTED_LAYOUT_VERSIONS:
+            spec = _COMPILED[HEADER].specs[0]
+            raise fail("unsupported layout version", field=spec.name, value=first[1], advice=_VERSION_ADVICE)
+        header = _build(first, _COMPILED[HEADER], fail)
+        yield header
+        if reader.line_num == stop:
+            state.line = stop
+            return
 
     # -- body ---------------------------------------------------------------------------------------
-    seen: dict[str, int] = {}  # principal -> line of its balance record
-    principal = ""  # the current block's principal ("" before the first balance)
-    sequence = 0
-    transaction_count = 0
-    amount_sum = 0
+    seen = state.seen
+    principal = state.principal
+    sequence = state.sequence
+    transaction_count = state.transaction_count
+    amount_sum = state.amount_sum
     t_width = _T.width
     date_get = _DATE_CACHE.get
     parse_date = _parse_date
     amount = parse_amount
     new_transaction = Transaction
     next_line = reader.line_num + 1  # a record spanning lines has a line break inside a quoted field
+
+    def save() -> None:
+        state.principal, state.sequence = principal, sequence
+        state.transaction_count, state.amount_sum = transaction_count, amount_sum
+        state.line = stop
 
     for row in rows:
         kind = row[0] if row else ""
@@ -612,6 +927,9 @@ def _parse_lines(lines: Iterator[str], source_name: str) -> Iterator[Record]:
             yield new_transaction(
                 principal, sequence, transaction_id, transaction_date, interest_date, text, amount_s, amount_k
             )
+            if reader.line_num == stop:
+                save()
+                return
             continue
         if reader.line_num != next_line:
             line = next_line
@@ -639,6 +957,9 @@ def _parse_lines(lines: Iterator[str], source_name: str) -> Iterator[Record]:
             principal = balance.principal
             sequence = 0
             yield balance
+            if reader.line_num == stop:
+                save()
+                return
             continue
         if kind == TRAILER:
             trailer = _build(row, _COMPILED[TRAILER], fail)
@@ -658,6 +979,7 @@ def _parse_lines(lines: Iterator[str], source_name: str) -> Iterator[Record]:
                         advice=_TRUNCATED_ADVICE if expected < actual else None,
                     )
             _expect_end(rows, reader, fail)
+            state.done = True
             yield trailer
             return
         if kind == HEADER:
@@ -697,7 +1019,7 @@ def _expect_end(rows: Iterator[list[str]], reader: Any, fail: Callable[..., Answ
             )
 
 
-def _build(row: list[str], compiled: _Compiled, fail: Callable[..., AnswerFileError]) -> Any:
+def _build(row: list[str], compiled: _Compiled, fail: Callable[..., Exception]) -> Any:
     if len(row) != compiled.width:
         _wrong_width(row, compiled, fail)
     values: list[Any] = []
@@ -714,7 +1036,7 @@ def _build(row: list[str], compiled: _Compiled, fail: Callable[..., AnswerFileEr
     return compiled.cls(*values)
 
 
-def _wrong_width(row: list[str], compiled: _Compiled, fail: Callable[..., AnswerFileError]) -> None:
+def _wrong_width(row: list[str], compiled: _Compiled, fail: Callable[..., Exception]) -> None:
     names = [RECORD_TYPE_FIELD, *(s.name for s in compiled.specs)]
     too_few = len(row) < compiled.width
     raise fail(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-__all__ = ["Balance", "FileHeader", "FileTrailer", "Record", "Transaction"]
+__all__ = ["Balance", "FileHeader", "FileTrailer", "Record", "Transaction", "TransactionBatch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +62,63 @@ class FileTrailer:
     principal_count: int
     transaction_count: int
     amount_sum_ore: int  # sum of amount_skatteverket_ore + amount_kronofogden_ore over all transactions
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionBatch:
+    """Consecutive transactions of one principal, column by column, as validated text.
+
+    What the answer-file parser's fast path hands to the loader instead of one :class:`Transaction`
+    per row. Row ``i`` has ``sequence = first_sequence + i``; an empty string is an absent value; dates are
+    ``YYYY-MM-DD``; amounts are öre as decimal integer text (``"-1234500"``, possibly with leading zeros).
+    :meth:`transactions` gives the same rows as :class:`Transaction` records.
+    """
+
+    principal: str
+    first_sequence: int
+    transaction_id: list[str]
+    transaction_date: list[str]
+    interest_date: list[str]
+    text: list[str]
+    amount_skatteverket_ore: list[str]
+    amount_kronofogden_ore: list[str]
+    amount_sum_ore: int  # sum of both amount columns
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+    def transactions(self) -> list[Transaction]:
+        """The rows as :class:`Transaction` records."""
+        dates: dict[str, dt.date] = {}
+
+        def date(text: str) -> dt.date:
+            value = dates.get(text)
+            if value is None:
+                value = dates[text] = dt.date.fromisoformat(text)
+            return value
+
+        return [
+            Transaction(
+                self.principal,
+                sequence,
+                tid or None,
+                date(day),
+                date(interest) if interest else None,
+                text,
+                int(s) if s else None,
+                int(k) if k else None,
+            )
+            for sequence, tid, day, interest, text, s, k in zip(
+                range(self.first_sequence, self.first_sequence + len(self.text)),
+                self.transaction_id,
+                self.transaction_date,
+                self.interest_date,
+                self.text,
+                self.amount_skatteverket_ore,
+                self.amount_kronofogden_ore,
+                strict=True,
+            )
+        ]
 
 
 Record = FileHeader | Balance | Transaction | FileTrailer

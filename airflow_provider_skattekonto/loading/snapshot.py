@@ -17,7 +17,9 @@ Semantics (see ``docs/warehouse-schema.md``):
 One streaming pass: the decision per principal is taken at its ``Balance`` record from the stored
 snapshot versions of that reconciliation period (prefetched once per period: memory O(principals)),
 and transactions of loaded principals go out in bounded batches (``executemany`` for SQLite and
-generic drivers, ``COPY`` for PostgreSQL through psycopg2 or psycopg 3).
+generic drivers, text ``COPY`` for PostgreSQL through psycopg2 or psycopg 3). The parser's
+:class:`~airflow_provider_skattekonto.domain.records.TransactionBatch` columns go into those batches
+without one Python object per row.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import itertools
 import logging
 import re
 import sys
@@ -35,7 +38,14 @@ from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
 from airflow_provider_skattekonto.domain.identifiers import InvalidIdentifierError, normalize_organisation_number
-from airflow_provider_skattekonto.domain.records import Balance, FileHeader, FileTrailer, Record, Transaction
+from airflow_provider_skattekonto.domain.records import (
+    Balance,
+    FileHeader,
+    FileTrailer,
+    Record,
+    Transaction,
+    TransactionBatch,
+)
 from airflow_provider_skattekonto.exceptions import SkattekontoError
 from airflow_provider_skattekonto.loading.names import (
     DEFAULT_PREFIX,
@@ -434,6 +444,11 @@ class _Sink:
         """One transaction of the current principal."""
         raise NotImplementedError
 
+    def add_batch(self, batch: TransactionBatch) -> None:
+        """Transactions of the current principal, as the parser's columns."""
+        for tx in batch.transactions():
+            self.add(tx)
+
     def flush(self) -> None:
         """Send everything buffered; afterwards the connection is free for other statements."""
         self._send_transactions()
@@ -484,6 +499,15 @@ class _ExecutemanySink(_Sink):
         cols = ", ".join(_TRANSACTION_COLUMNS)
         marks = ", ".join("?" * len(_TRANSACTION_COLUMNS))
         self.sql_tx = params.sql(f"INSERT INTO {names.transactions} ({cols}) VALUES ({marks})")
+        # SQLite: batches of the parser's text columns, converted by SQLite ('' is absent; öre as text)
+        text_rows = dates_as_text and params.style == "qmark"
+        self.text_batches: list[Iterator[tuple[Any, ...]]] | None = [] if text_rows else None
+        self.text_rows = 0
+        ore = "CAST(NULLIF(?, '') AS INTEGER)"
+        self.sql_tx_text = (
+            f"INSERT INTO {names.transactions} ({cols}) VALUES (?, ?, ?, ?, ?, NULLIF(?, ''), ?, NULLIF(?, ''), ?, "
+            f"{ore}, {ore})"
+        )
         cols = ", ".join(_BALANCE_COLUMNS)
         marks = ", ".join("?" * len(_BALANCE_COLUMNS))
         self.sql_balance = params.sql(f"INSERT INTO {names.balances} ({cols}) VALUES ({marks})")
@@ -517,11 +541,41 @@ class _ExecutemanySink(_Sink):
         if len(rows) >= self.batch:
             self._send_transactions()
 
+    def add_batch(self, batch: TransactionBatch) -> None:
+        if self.text_batches is None:
+            super().add_batch(batch)
+            return
+        first, count = batch.first_sequence, len(batch)
+        self.text_batches.append(
+            zip(
+                itertools.repeat(self.orderer, count),
+                itertools.repeat(self.principal, count),
+                itertools.repeat(self.period, count),
+                itertools.repeat(self.file_id, count),
+                range(first, first + count),
+                batch.transaction_id,
+                batch.transaction_date,
+                batch.interest_date,
+                batch.text,
+                batch.amount_skatteverket_ore,
+                batch.amount_kronofogden_ore,
+                strict=True,
+            )
+        )
+        self.text_rows += count
+        if self.text_rows >= self.batch:
+            self._send_transactions()
+
     def _send_transactions(self) -> None:
         if self.rows:
             self.cur.executemany(self.sql_tx, self.params.many(self.rows))
             self.inserted += len(self.rows)
             self.rows = []
+        if self.text_rows:
+            assert self.text_batches is not None
+            self.cur.executemany(self.sql_tx_text, itertools.chain.from_iterable(self.text_batches))
+            self.inserted += self.text_rows
+            self.text_batches, self.text_rows = [], 0
 
     def _delete(self, keys: list[tuple[str, dt.date]]) -> None:
         p, dates = self.params, self.dates
@@ -582,98 +636,28 @@ class _PostgresSink(_Sink):
         self.cur.execute(self.sql_delete_balance, (principals, periods, self.orderer))
 
 
-_TX_BINARY_TYPES = ["text", "text", "date", "text", "int4", "text", "date", "date", "text", "int8", "int8"]
-_BALANCE_BINARY_TYPES = ["text", "text", "date", "text", "int8", "int8", "int8", "timestamptz", "date"]
+_COPY_CHUNK = 1 << 20  # characters of COPY text buffered before they are sent
 
 
-class _Psycopg3Sink(_PostgresSink):
-    """psycopg 3: one binary ``COPY`` streams the transactions as they come (``Copy.write_row``, whose
-    encoding runs in psycopg's C extension while the server ingests); it is closed only when another
-    statement is needed (a new reconciliation period's prefetch, and the end)."""
+class _CopyTextSink(_PostgresSink):
+    """Text ``COPY`` of the transactions, formatted here and sent as bytes in chunks of about 1 MiB
+    (the driver-specific part is :meth:`_send`); balances go in one ``COPY`` at each flush."""
 
-    def __init__(self, cur: Any, names: TableNames, orderer: str, file_id: str, batch: int) -> None:
+    def __init__(self, cur: Any, names: TableNames, orderer: str, file_id: str, batch: int, encoding: str) -> None:
         super().__init__(cur, names, orderer, file_id, batch)
-        self.head: tuple[Any, ...] = ()
-        self.copy: Any = None
-        self.copy_cm: Any = None
-        self.pending = 0
-
-    def start_principal(self, balance: Balance) -> None:
-        self.balances.append(balance)
-        self.head = (self.orderer, balance.principal, balance.reconciled_on, self.file_id)
-
-    def add(self, tx: Transaction) -> None:
-        copy = self.copy
-        if copy is None:
-            self.copy_cm = self.cur.copy(self.copy_tx + " (FORMAT BINARY)")
-            copy = self.copy = self.copy_cm.__enter__()
-            copy.set_types(_TX_BINARY_TYPES)
-        copy.write_row(
-            (
-                *self.head,
-                tx.sequence,
-                tx.transaction_id,
-                tx.transaction_date,
-                tx.interest_date,
-                tx.text,
-                tx.amount_skatteverket_ore,
-                tx.amount_kronofogden_ore,
-            )
-        )
-        self.pending += 1
-
-    def _send_transactions(self) -> None:
-        if self.copy_cm is not None:
-            cm, self.copy_cm, self.copy = self.copy_cm, None, None
-            cm.__exit__(None, None, None)
-            self.inserted += self.pending
-            self.pending = 0
-
-    def abort(self) -> None:
-        if self.copy_cm is not None:
-            cm, self.copy_cm, self.copy = self.copy_cm, None, None
-            with suppress(Exception):
-                cm.__exit__(SnapshotLoadError, SnapshotLoadError("load aborted"), None)
-
-    def _insert_balances(self, balances: list[Balance]) -> None:
-        with self.cur.copy(self.copy_balance + " (FORMAT BINARY)") as copy:
-            copy.set_types(_BALANCE_BINARY_TYPES)
-            for b in balances:
-                copy.write_row(
-                    (
-                        self.orderer,
-                        b.principal,
-                        b.reconciled_on,
-                        self.file_id,
-                        b.balance_skatteverket_ore,
-                        b.balance_kronofogden_ore,
-                        b.interest_skatteverket_ore,
-                        b.last_updated,
-                        b.next_reconciliation_on,
-                    )
-                )
-
-
-class _Psycopg2Sink(_PostgresSink):
-    """psycopg2: text ``COPY`` (``copy_expert``) per batch, sent by a helper thread while the next batch
-    is formatted (psycopg2 releases the GIL during network I/O). Only one thread uses the connection at
-    a time: every other statement waits for the batch in flight."""
-
-    def __init__(self, cur: Any, names: TableNames, orderer: str, file_id: str, batch: int) -> None:
-        super().__init__(cur, names, orderer, file_id, batch)
-        self.lines: list[str] = []
+        self.encoding = encoding
+        self.parts: list[str] = []
+        self.size = 0  # characters in parts
+        self.rows = 0  # rows in parts
         self.head = ""
         self.orderer_text = _copy_text(orderer)
         self.file_id_text = _copy_text(file_id)
-        self.executor: Any = None
-        self.in_flight: Any = None
-        self.in_flight_rows = 0
 
     def start_principal(self, balance: Balance) -> None:
         self.balances.append(balance)
         self.head = (
             f"{self.orderer_text}\t{_copy_text(balance.principal)}\t{balance.reconciled_on.isoformat()}"
-            f"\t{self.file_id_text}\t"
+            f"\t{self.file_id_text}"
         )
 
     def add(self, tx: Transaction) -> None:
@@ -682,53 +666,59 @@ class _Psycopg2Sink(_PostgresSink):
         sv = tx.amount_skatteverket_ore
         kf = tx.amount_kronofogden_ore
         null = _NULL
-        lines = self.lines
-        lines.append(
-            f"{self.head}{tx.sequence}\t{null if tid is None else tid.translate(_COPY_ESCAPES)}"
+        self._buffer(
+            f"{self.head}\t{tx.sequence}\t{null if tid is None else tid.translate(_COPY_ESCAPES)}"
             f"\t{tx.transaction_date.isoformat()}\t{null if interest is None else interest.isoformat()}"
             f"\t{tx.text.translate(_COPY_ESCAPES)}\t{null if sv is None else sv}"
-            f"\t{null if kf is None else kf}\n"
+            f"\t{null if kf is None else kf}\n",
+            1,
         )
-        if len(lines) >= self.batch:
-            self._submit()
 
-    def _submit(self) -> None:
-        data = "".join(self.lines)
-        rows = len(self.lines)
-        self.lines = []
-        self._wait()
-        if self.executor is None:
-            from concurrent.futures import ThreadPoolExecutor
+    def add_batch(self, batch: TransactionBatch) -> None:
+        ids, texts = batch.transaction_id, batch.text
+        if "\\" in "".join(texts) or "\\" in "".join(ids):
+            ids = [value.translate(_COPY_ESCAPES) for value in ids]
+            texts = [value.translate(_COPY_ESCAPES) for value in texts]
+        first, count = batch.first_sequence, len(batch)
+        # The parser's columns hold no tab, line break or other control character; '' is absent
+        # (never two absent fields in a row but for one absent amount next to the other).
+        data = "\n".join(
+            map(
+                "\t".join,
+                zip(
+                    itertools.repeat(self.head, count),
+                    map(str, range(first, first + count)),
+                    ids,
+                    batch.transaction_date,
+                    batch.interest_date,
+                    texts,
+                    batch.amount_skatteverket_ore,
+                    batch.amount_kronofogden_ore,
+                    strict=True,
+                ),
+            )
+        )
+        data = (data + "\n").replace("\t\t", "\t\\N\t").replace("\t\t", "\t\\N\t").replace("\t\n", "\t\\N\n")
+        self._buffer(data, count)
 
-            self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skattekonto-copy")
-        self.in_flight = self.executor.submit(self.cur.copy_expert, self.copy_tx, io.StringIO(data), 1 << 20)
-        self.in_flight_rows = rows
+    def _buffer(self, text: str, rows: int) -> None:
+        self.parts.append(text)
+        self.size += len(text)
+        self.rows += rows
+        if self.size >= _COPY_CHUNK or self.rows >= self.batch:
+            self._send_parts()
 
-    def _wait(self) -> None:
-        if self.in_flight is not None:
-            future, self.in_flight = self.in_flight, None
-            future.result()
-            self.inserted += self.in_flight_rows
-            self.in_flight_rows = 0
+    def _send_parts(self) -> None:
+        if self.parts:
+            data = "".join(self.parts).encode(self.encoding)
+            rows = self.rows
+            self.parts, self.size, self.rows = [], 0, 0
+            self._send(data, rows)
 
-    def _send_transactions(self) -> None:
-        if self.lines:
-            self._submit()
-        self._wait()
-        if self.executor is not None:
-            self.executor.shutdown()
-            self.executor = None
+    def _send(self, data: bytes, rows: int) -> None:
+        raise NotImplementedError
 
-    def abort(self) -> None:
-        if self.in_flight is not None:
-            with suppress(Exception):
-                self.in_flight.result()
-            self.in_flight = None
-        if self.executor is not None:
-            self.executor.shutdown()
-            self.executor = None
-
-    def _insert_balances(self, balances: list[Balance]) -> None:
+    def _balance_copy_data(self, balances: list[Balance]) -> bytes:
         lines = [
             "\t".join(
                 (
@@ -746,7 +736,91 @@ class _Psycopg2Sink(_PostgresSink):
             + "\n"
             for b in balances
         ]
-        self.cur.copy_expert(self.copy_balance, io.StringIO("".join(lines)), 1 << 20)
+        return "".join(lines).encode(self.encoding)
+
+
+class _Psycopg3Sink(_CopyTextSink):
+    """psycopg 3: one ``COPY`` stays open while the transactions stream (``Copy.write`` of each chunk);
+    it is closed only when another statement is needed (a new reconciliation period's prefetch, and
+    the end)."""
+
+    def __init__(self, cur: Any, names: TableNames, orderer: str, file_id: str, batch: int, encoding: str) -> None:
+        super().__init__(cur, names, orderer, file_id, batch, encoding)
+        self.copy: Any = None
+        self.copy_cm: Any = None
+        self.pending = 0
+
+    def _send(self, data: bytes, rows: int) -> None:
+        if self.copy is None:
+            self.copy_cm = self.cur.copy(self.copy_tx)
+            self.copy = self.copy_cm.__enter__()
+        self.copy.write(data)
+        self.pending += rows
+
+    def _send_transactions(self) -> None:
+        self._send_parts()
+        if self.copy_cm is not None:
+            cm, self.copy_cm, self.copy = self.copy_cm, None, None
+            cm.__exit__(None, None, None)
+            self.inserted += self.pending
+            self.pending = 0
+
+    def abort(self) -> None:
+        if self.copy_cm is not None:
+            cm, self.copy_cm, self.copy = self.copy_cm, None, None
+            with suppress(Exception):
+                cm.__exit__(SnapshotLoadError, SnapshotLoadError("load aborted"), None)
+
+    def _insert_balances(self, balances: list[Balance]) -> None:
+        with self.cur.copy(self.copy_balance) as copy:
+            copy.write(self._balance_copy_data(balances))
+
+
+class _Psycopg2Sink(_CopyTextSink):
+    """psycopg2: one ``copy_expert`` per chunk, sent by a helper thread while the next chunk is
+    formatted (psycopg2 releases the GIL during network I/O). Only one thread uses the connection at
+    a time: every other statement waits for the chunk in flight."""
+
+    def __init__(self, cur: Any, names: TableNames, orderer: str, file_id: str, batch: int, encoding: str) -> None:
+        super().__init__(cur, names, orderer, file_id, batch, encoding)
+        self.executor: Any = None
+        self.in_flight: Any = None
+        self.in_flight_rows = 0
+
+    def _send(self, data: bytes, rows: int) -> None:
+        self._wait()
+        if self.executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skattekonto-copy")
+        self.in_flight = self.executor.submit(self.cur.copy_expert, self.copy_tx, io.BytesIO(data), 1 << 16)
+        self.in_flight_rows = rows
+
+    def _wait(self) -> None:
+        if self.in_flight is not None:
+            future, self.in_flight = self.in_flight, None
+            future.result()
+            self.inserted += self.in_flight_rows
+            self.in_flight_rows = 0
+
+    def _send_transactions(self) -> None:
+        self._send_parts()
+        self._wait()
+        if self.executor is not None:
+            self.executor.shutdown()
+            self.executor = None
+
+    def abort(self) -> None:
+        if self.in_flight is not None:
+            with suppress(Exception):
+                self.in_flight.result()
+            self.in_flight = None
+        if self.executor is not None:
+            self.executor.shutdown()
+            self.executor = None
+
+    def _insert_balances(self, balances: list[Balance]) -> None:
+        self.cur.copy_expert(self.copy_balance, io.BytesIO(self._balance_copy_data(balances)), 1 << 16)
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -756,9 +830,11 @@ def _make_sink(conn: Any, cur: Any, dialect: str, names: TableNames, orderer: st
     if dialect == "postgresql":
         driver = _driver_module(conn)
         if driver == "psycopg":
-            return _Psycopg3Sink(cur, names, orderer, file_id, batch)
+            return _Psycopg3Sink(cur, names, orderer, file_id, batch, conn.info.encoding)
         if driver == "psycopg2":
-            return _Psycopg2Sink(cur, names, orderer, file_id, batch)
+            from psycopg2.extensions import encodings
+
+            return _Psycopg2Sink(cur, names, orderer, file_id, batch, encodings.get(conn.encoding, conn.encoding))
     params = _Params(_paramstyle(conn, dialect))
     return _ExecutemanySink(cur, names, orderer, file_id, batch, params=params, dates_as_text=dialect == "sqlite")
 
@@ -865,7 +941,9 @@ class _Counts:
     balance_sum_loaded: int = 0
 
 
-def _stream(it: Iterator[Record], db: _Db, sink: _Sink, header: FileHeader, file_name: str) -> _Counts:
+def _stream(
+    it: Iterator[Record | TransactionBatch], db: _Db, sink: _Sink, header: FileHeader, file_name: str
+) -> _Counts:
     """The single pass over the body: decide per principal at its Balance, stream the loaded rows."""
     c = _Counts()
     orderer = header.orderer
@@ -876,10 +954,20 @@ def _stream(it: Iterator[Record], db: _Db, sink: _Sink, header: FileHeader, file
     loading = False
     transactions = amount_sum = 0
     add = sink.add
+    add_batch = sink.add_batch
     trailer: FileTrailer | None = None
     index = 1
-    for index, rec in enumerate(it, start=2):
-        if isinstance(rec, Transaction):
+    for rec in it:
+        index += 1
+        if type(rec) is TransactionBatch:
+            if rec.principal != principal or trailer is not None:
+                break
+            transactions += len(rec)
+            amount_sum += rec.amount_sum_ore
+            if loading:
+                add_batch(rec)
+            index += len(rec) - 1  # records are counted as rows
+        elif isinstance(rec, Transaction):
             if rec.principal != principal or trailer is not None:
                 break
             transactions += 1
@@ -928,7 +1016,7 @@ def _stream(it: Iterator[Record], db: _Db, sink: _Sink, header: FileHeader, file
     if rec is not None:  # left the loop early: a record out of place
         if trailer is not None:
             problem = f"record {index} ({type(rec).__name__}) follows the trailer"
-        elif isinstance(rec, Transaction):
+        elif isinstance(rec, (Transaction, TransactionBatch)):
             problem = (
                 f"record {index}: transaction for principal {rec.principal} outside its block "
                 f"(current principal: {principal})"
@@ -952,7 +1040,7 @@ def _stream(it: Iterator[Record], db: _Db, sink: _Sink, header: FileHeader, file
 
 def load_answer_file(
     conn: Any,
-    records: Iterable[Record],
+    records: Iterable[Record | TransactionBatch],
     *,
     dialect: str,
     file_name: str,
@@ -966,7 +1054,9 @@ def load_answer_file(
     """Load one answer file's records into the warehouse tables, in one transaction, and commit.
 
     ``records`` is the parser's stream (``FileHeader``, then per principal a ``Balance`` and its
-    ``Transaction`` records, then ``FileTrailer``); it is consumed once, lazily. The tables must exist
+    ``Transaction`` records, then ``FileTrailer``; runs of transactions may come as ``TransactionBatch``
+    as :func:`~airflow_provider_skattekonto.domain.answer_file.parse_answer_batches` yields them); it is
+    consumed once, lazily. The tables must exist
     (:func:`ensure_tables`). ``sha256`` is the file's checksum (hex). Any exception (from the records,
     the checks here, or the database) rolls everything back and is re-raised; on success the
     transaction, including the file's row in the files table, is committed. A file already loaded (same
@@ -1173,12 +1263,12 @@ def load_answer_stream(
     raises :class:`FileChecksumError` and rolls everything back. For a no-op (already loaded) the rest
     of the stream is still read and verified, so a changed file never reports success.
     """
-    from airflow_provider_skattekonto.domain.answer_file import parse_answer_file
+    from airflow_provider_skattekonto.domain.answer_file import parse_answer_batches
 
     chunks = VerifiedChunks(stream, name=file_name, sha256=sha256, size=size)
-    parsed = parse_answer_file(chunks, source_name=file_name)
+    parsed = parse_answer_batches(chunks, source_name=file_name)
 
-    def verified() -> Generator[Record, None, None]:
+    def verified() -> Generator[Record | TransactionBatch, None, None]:
         yield from parsed
         chunks.finish()  # before the loader's commit: a mismatch rolls back
 
