@@ -8,7 +8,15 @@ from typing import Literal
 
 from airflow_provider_skattekonto.exceptions import SkattekontoError
 
-__all__ = ["DEFAULT_PREFIX", "DIALECTS", "Dialect", "SnapshotLoadError", "TableNames", "table_names"]
+__all__ = [
+    "DEFAULT_PREFIX",
+    "DIALECTS",
+    "Dialect",
+    "SnapshotLoadError",
+    "TableNames",
+    "qualified_name",
+    "table_names",
+]
 
 Dialect = Literal["sqlite", "postgresql", "generic"]
 DIALECTS: tuple[str, ...] = ("sqlite", "postgresql", "generic")
@@ -54,3 +62,13 @@ def table_names(prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> Tabl
         balances=f'{qualifier}"{prefix}balances"',
         transactions=f'{qualifier}"{prefix}transactions"',
     )
+
+
+def qualified_name(prefix: str, schema: str | None, suffix: str) -> str:
+    """The quoted, optionally schema-qualified name ``<prefix><suffix>`` of any other warehouse object
+    (change-feed tables, views); ``prefix`` and ``schema`` are validated like in :func:`table_names`."""
+    _validate_identifier(prefix, "table prefix", _MAX_PREFIX)
+    _validate_identifier(suffix, "object name", 63 - _MAX_PREFIX)
+    if schema is None:
+        return f'"{prefix}{suffix}"'
+    return f'"{_validate_identifier(schema, "schema name", 63)}"."{prefix}{suffix}"'

@@ -47,6 +47,7 @@ from airflow_provider_skattekonto.domain.records import (
     TransactionBatch,
 )
 from airflow_provider_skattekonto.exceptions import SkattekontoError
+from airflow_provider_skattekonto.loading.change_feed import feed_names, record_changes
 from airflow_provider_skattekonto.loading.names import (
     DEFAULT_PREFIX,
     DIALECTS,
@@ -222,7 +223,7 @@ def ddl_statements(*, dialect: str, prefix: str = DEFAULT_PREFIX, schema: str | 
 
 
 def ensure_tables(conn: Any, *, dialect: str, prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> None:
-    """Create the three tables if they are missing, and commit.
+    """Create the three tables, the change-feed tables and the ready views if they are missing, and commit.
 
     Existing tables are left as they are (no migration). ``sqlite`` and ``postgresql`` use
     ``CREATE TABLE IF NOT EXISTS``; ``generic`` probes each table with a ``SELECT`` and creates it
@@ -232,20 +233,23 @@ def ensure_tables(conn: Any, *, dialect: str, prefix: str = DEFAULT_PREFIX, sche
     names = table_names(prefix, schema)
     statements = ddl_statements(dialect=dialect, prefix=prefix, schema=schema)
     tables = (names.files, names.balances, names.transactions)
-    with _transaction(conn, dialect) as cur:
-        if dialect != "generic":
+    if dialect != "generic":
+        with _transaction(conn, dialect) as cur:
             for statement in statements:
                 cur.execute(statement.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1))
-            return
-    # generic: one short transaction per table, so a failed probe never poisons the next statement
-    for table, statement in zip(tables, statements, strict=True):
-        try:
-            with _transaction(conn, dialect) as cur:
-                cur.execute(f"SELECT 1 FROM {table} WHERE 1 = 0")
-                cur.fetchall()
-        except Exception:
-            with _transaction(conn, dialect) as cur:
-                cur.execute(statement)
+    else:
+        # generic: one short transaction per table, so a failed probe never poisons the next statement
+        for table, statement in zip(tables, statements, strict=True):
+            try:
+                with _transaction(conn, dialect) as cur:
+                    cur.execute(f"SELECT 1 FROM {table} WHERE 1 = 0")
+                    cur.fetchall()
+            except Exception:
+                with _transaction(conn, dialect) as cur:
+                    cur.execute(statement)
+    from airflow_provider_skattekonto.loading.views import ensure_feed_and_views
+
+    ensure_feed_and_views(conn, dialect=dialect, prefix=prefix, schema=schema)  # change feed and ready views
 
 
 # -------------------------------------------------------------------------------------------- result
@@ -275,6 +279,8 @@ class LoadResult:
     balance_sum_loaded_ore: int  # sum of balance_skatteverket_ore over the loaded principals
     loaded_at: str | None  # ISO 8601 (UTC); for a no-op: when the earlier load happened
     duration_seconds: float
+    transactions_new: int = 0  # change feed: transactions that first appeared in this file
+    transactions_gone: int = 0  # change feed: transactions of replaced snapshots no longer in this file
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-simple dict of every field."""
@@ -1120,6 +1126,9 @@ def load_answer_file(
         except BaseException:
             sink.abort()
             raise
+        feed = record_changes(
+            db.execute, dialect=dialect, names=feed_names(prefix, schema), orderer=orderer, file_id=header.file_id
+        )
         db.execute(
             f"UPDATE {names.files} SET principal_count = ?, transaction_count = ?, amount_sum_ore = ?,"
             " balance_sum_ore = ?, principals_loaded = ?, principals_replaced = ?,"
@@ -1159,6 +1168,8 @@ def load_answer_file(
         balance_sum_loaded_ore=c.balance_sum_loaded,
         loaded_at=_ts(loaded_at),
         duration_seconds=round(time.monotonic() - started, 6),
+        transactions_new=feed.new,
+        transactions_gone=feed.gone,
     )
     log.info(
         "%s (file_id %s): %d principals loaded (%d replacing older snapshots), %d skipped as older; "

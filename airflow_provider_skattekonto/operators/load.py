@@ -35,6 +35,20 @@ def dialect_of(hook: Any) -> str:
     return "generic"
 
 
+# The load report's fields every outlet asset event carries (downstream DAGs read them from the event).
+_OUTLET_EXTRA_KEYS = (
+    "file_id",
+    "file_name",
+    "sha256",
+    "orderer",
+    "noop",
+    "principals_loaded",
+    "transactions_inserted",
+    "transactions_new",
+    "transactions_gone",
+)
+
+
 @dataclass(frozen=True)
 class _FileInfo:
     url: str
@@ -121,7 +135,9 @@ class SkattekontoToSqlOperator(BaseOperator):
     already loaded is a no-op. See ``docs/warehouse-schema.md`` for the tables and the rules.
 
     XCom (return value): the load report as a dict (``noop``, ``principals_loaded``,
-    ``principals_skipped_older``, ``transactions_inserted``, ``transactions_deleted``, sums...).
+    ``principals_skipped_older``, ``transactions_inserted``, ``transactions_deleted``, sums, and the change
+    feed's ``transactions_new`` / ``transactions_gone``). The asset events of the task's outlets carry the
+    ids and counts in their ``extra``.
 
     :param file: the E-transport sensor's XCom (templated): a dict with ``path`` (an ObjectStoragePath
         URL or local path), ``name``, ``sha256``, ``size``, ``delivery_morning`` (ISO), ``orderer``; or a
@@ -249,4 +265,24 @@ class SkattekontoToSqlOperator(BaseOperator):
                 result.transactions_deleted,
                 result.balance_sum_loaded_ore,
             )
-        return result.to_dict()
+            self.log.info(
+                "%s: change feed: %d transactions new in this file, %d gone.",
+                info.name,
+                result.transactions_new,
+                result.transactions_gone,
+            )
+        report = result.to_dict()
+        self._annotate_outlet_events(context, report)
+        return report
+
+    def _annotate_outlet_events(self, context: Context, report: dict[str, Any]) -> None:
+        """Put the load's counts (change feed included) on the asset events of this task's outlets."""
+        from airflow.sdk import Asset
+
+        events = context.get("outlet_events")
+        if events is None:
+            return
+        extra = {key: report[key] for key in _OUTLET_EXTRA_KEYS}
+        for outlet in self.outlets or ():
+            if isinstance(outlet, Asset):
+                events[outlet].extra.update(extra)

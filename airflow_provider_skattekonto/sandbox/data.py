@@ -13,6 +13,9 @@ Semantics the loader relies on:
   file of a later morning in the same period repeats the earlier file's transactions (same ids, texts,
   amounts, order and ``sequence``) and appends the new days' transactions. A new reconciliation starts a
   new period (new balance, transactions after the new ``R`` only).
+* **Balances follow the transactions.** A snapshot's balance is the reconciled balance plus every
+  transaction of the snapshot (per column: Skatteverket, Kronofogden), so within a period each
+  morning's balance is the previous morning's plus the new days' transactions.
 * **Volume.** ``transactions_per_principal`` is the *average* per principal over the delivery mornings of
   a period: a file grows from few transactions just after a reconciliation to about twice the average
   just before the next one (weekdays carry most transactions). Read the trailer for exact counts.
@@ -351,7 +354,12 @@ def snapshot_blocks(
     principals: int,
     transactions_per_principal: int,
 ) -> Iterator[tuple[Balance, list[Transaction]]]:
-    """Per principal (sorted by id), its reconciled balance and the transactions since the reconciliation.
+    """Per principal (sorted by id), its balance and the transactions since the reconciliation.
+
+    The balance is the account's balance after those transactions (``saldoSkatteverket`` as of
+    ``senastUppdaterad``): the reconciled balance plus the snapshot's Skatteverket amounts, and likewise
+    for Kronofogden. So consecutive mornings of one period are consistent: the previous morning's
+    balance plus the new transactions is this morning's balance.
 
     Streams one block at a time. See the module docstring for the overlap and volume semantics.
     """
@@ -369,15 +377,6 @@ def snapshot_blocks(
         last_updated = dt.datetime.combine(
             morning_date - dt.timedelta(days=1), dt.time(20, 0), tzinfo=STOCKHOLM
         ) + dt.timedelta(minutes=minutes)
-        balance = Balance(
-            principal=principal,
-            reconciled_on=reconciled_on,
-            balance_skatteverket_ore=saldo,
-            balance_kronofogden_ore=kronofogden,
-            interest_skatteverket_ore=interest,
-            last_updated=last_updated,
-            next_reconciliation_on=next_reconciliation,
-        )
         transactions: list[Transaction] = []
         sequence = 0
         stream = _rng("transactions", seed, orderer10, principal, reconciled_on.toordinal())
@@ -387,6 +386,18 @@ def snapshot_blocks(
                 transactions.append(
                     Transaction(principal, sequence, transaction_id, date, interest_date, text, s_ore, k_ore)
                 )
+                saldo += s_ore or 0
+                if k_ore is not None:
+                    kronofogden = (kronofogden or 0) + k_ore
+        balance = Balance(
+            principal=principal,
+            reconciled_on=reconciled_on,
+            balance_skatteverket_ore=saldo,
+            balance_kronofogden_ore=kronofogden,
+            interest_skatteverket_ore=interest,
+            last_updated=last_updated,
+            next_reconciliation_on=next_reconciliation,
+        )
         yield balance, transactions
 
 

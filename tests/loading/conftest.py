@@ -27,6 +27,7 @@ import pytest
 
 from airflow_provider_skattekonto.domain.records import Record
 from airflow_provider_skattekonto.loading import LoadResult, ensure_tables, load_answer_file, table_names
+from airflow_provider_skattekonto.loading.views import VIEW_SUFFIXES
 
 PG_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=5"
 _pg_state: dict[str, str | None] = {}
@@ -156,8 +157,10 @@ def _pg_warehouse(kind: str) -> tuple[Warehouse, Callable[[], None]]:
 
         def cleanup() -> None:
             with psycopg.connect(PG_DSN, autocommit=True) as conn:
-                for table in ("transactions", "balances", "files"):
-                    conn.execute(f'DROP TABLE IF EXISTS "{prefix}{table}"')
+                for view in reversed(VIEW_SUFFIXES):
+                    conn.execute(f'DROP VIEW IF EXISTS "{prefix}{view}" CASCADE')
+                for table in ("transaction_feed", "balance_history", "transactions", "balances", "files"):
+                    conn.execute(f'DROP TABLE IF EXISTS "{prefix}{table}" CASCADE')
 
         return Warehouse(kind, "postgresql", connect, prefix, schema), cleanup
 

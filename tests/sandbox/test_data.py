@@ -156,8 +156,21 @@ def test_consecutive_files_in_a_period_overlap_exactly(earlier: dt.datetime, lat
     grew = 0
     for principal, (balance, transactions) in before.items():
         balance_after, transactions_after = after[principal]
-        # the reconciled balance is the same; only the update time moves on
-        assert dataclasses.replace(balance_after, last_updated=balance.last_updated) == balance
+        # the balance moves on by exactly the new transactions (both columns); the period stays
+        new = transactions_after[len(transactions) :]
+        assert balance_after.balance_skatteverket_ore == balance.balance_skatteverket_ore + sum(
+            t.amount_skatteverket_ore or 0 for t in new
+        )
+        kronofogden_new = [t.amount_kronofogden_ore for t in new if t.amount_kronofogden_ore is not None]
+        if balance.balance_kronofogden_ore is None and not kronofogden_new:
+            assert balance_after.balance_kronofogden_ore is None
+        else:
+            assert balance_after.balance_kronofogden_ore == (balance.balance_kronofogden_ore or 0) + sum(
+                kronofogden_new
+            )
+        same = dict(last_updated=balance.last_updated, balance_skatteverket_ore=balance.balance_skatteverket_ore)
+        same["balance_kronofogden_ore"] = balance.balance_kronofogden_ore
+        assert dataclasses.replace(balance_after, **same) == balance  # type: ignore[arg-type]
         assert balance_after.last_updated > balance.last_updated
         # Tuesday's file = Monday's transactions (same ids, texts, amounts, order, sequence) + new ones
         assert transactions_after[: len(transactions)] == transactions

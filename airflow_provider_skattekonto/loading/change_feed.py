@@ -1,0 +1,332 @@
+"""The change feed: in which file each transaction first appeared, and in which file it disappeared.
+
+No Airflow import. Two tables beside the three snapshot tables (``docs/warehouse-schema.md``):
+
+* ``<prefix>transaction_feed``: one row per *appearance* of a transaction in a principal's
+  reconciliation period: the row's identity, its content as first seen, the file (and delivery morning)
+  it first appeared in, and the file it disappeared in (NULL while it is still in the stored snapshot).
+  Indexed by ``first_file_id`` and ``gone_file_id``: "what is new in file X" and "what disappeared in
+  file X" are index lookups.
+* ``<prefix>balance_history``: every balance snapshot written, numbered per key
+  (``snapshot_no`` 1, 2, ... within one ``(orderer, principal, reconciled_on)``), for the balance
+  continuity check and the "turned negative" view.
+
+**Identity of a transaction across snapshots** (of one principal and reconciliation period):
+
+* a booked row is identified by its ``transaktionsidentitet`` and its occurrence among rows with the
+  same identity in the snapshot (``B<id>#1``, ``B<id>#2`` for exactly repeated rows);
+* a row not yet booked (no identity) is identified by its content (transaction date, interest date,
+  amounts, text) and its occurrence among identical unbooked rows (``U<date>|<interest date>|<sv>|<kf>|<text>#n``).
+  When such a row changes, is booked (gets an identity) or vanishes, the feed records the old row as
+  *gone* and, if it is still there in another form, the new form as *new*, both in that file.
+
+The feed is written set-based, in the load's transaction, after the snapshot rows are in place: the
+loaded keys' current identities are staged in a scratch table, present feed rows whose identity is no
+longer in the snapshot are marked gone, identities not yet present are inserted as new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_skattekonto.loading.names import TableNames, qualified_name, table_names
+
+__all__ = [
+    "FeedCounts",
+    "FeedNames",
+    "feed_ddl_statements",
+    "feed_names",
+    "identity_sql",
+    "record_changes",
+]
+
+Execute = Callable[[str, Sequence[Any]], Any]
+
+_TYPES: dict[str, dict[str, str]] = {
+    "sqlite": {"key": "TEXT", "ident": "TEXT", "text": "TEXT", "date": "TEXT", "ts": "TEXT", "int": "INTEGER"},
+    "postgresql": {
+        "key": "TEXT",
+        "ident": "TEXT",
+        "text": "TEXT",
+        "date": "DATE",
+        "ts": "TIMESTAMPTZ",
+        "int": "INTEGER",
+        "big": "BIGINT",
+    },
+    "generic": {
+        "key": "VARCHAR(64)",
+        "ident": "VARCHAR(1100)",
+        "text": "VARCHAR(1000)",
+        "date": "DATE",
+        "ts": "VARCHAR(32)",
+        "int": "INTEGER",
+        "big": "BIGINT",
+    },
+}
+_TYPES["sqlite"]["big"] = "INTEGER"
+
+_CONTENT_COLUMNS = (
+    "sequence_no",
+    "transaction_id",
+    "transaction_date",
+    "interest_date",
+    "transaction_text",
+    "amount_skatteverket_ore",
+    "amount_kronofogden_ore",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedNames:
+    """Quoted names of the change-feed tables and their indexes (index names unqualified)."""
+
+    tables: TableNames
+    feed: str
+    history: str
+    scratch: str  # generic dialect only: a permanent scratch table (sqlite/postgresql use a temporary one)
+    prefix: str
+    schema: str | None
+
+
+def feed_names(prefix: str, schema: str | None = None) -> FeedNames:
+    """The change-feed names for a table prefix and schema (validated)."""
+    return FeedNames(
+        tables=table_names(prefix, schema),
+        feed=qualified_name(prefix, schema, "transaction_feed"),
+        history=qualified_name(prefix, schema, "balance_history"),
+        scratch=qualified_name(prefix, schema, "feed_scratch"),
+        prefix=prefix,
+        schema=schema,
+    )
+
+
+def _index(dialect: str, n: FeedNames, name: str, table: str, columns: str) -> str:
+    """``CREATE INDEX`` in the dialect's syntax for an index named ``<prefix><name>`` on ``table``."""
+    index = f'"{n.prefix}{name}"'
+    if dialect == "sqlite" and n.schema is not None:  # SQLite qualifies the index, not the table
+        return f'CREATE INDEX "{n.schema}".{index} ON "{n.prefix}{table}" ({columns})'
+    return f"CREATE INDEX {index} ON {qualified_name(n.prefix, n.schema, table)} ({columns})"
+
+
+def feed_ddl_statements(*, dialect: str, prefix: str, schema: str | None = None) -> list[tuple[str, list[str]]]:
+    """``(CREATE TABLE, [CREATE INDEX, ...])`` for the change-feed tables, without ``IF NOT EXISTS``."""
+    t = _TYPES[dialect]
+    n = feed_names(prefix, schema)
+    content = f"""    sequence_no {t["int"]} NOT NULL,
+    transaction_id {t["key"]},
+    transaction_date {t["date"]} NOT NULL,
+    interest_date {t["date"]},
+    transaction_text {t["text"]} NOT NULL,
+    amount_skatteverket_ore {t["big"]},
+    amount_kronofogden_ore {t["big"]}"""
+    feed = f"""CREATE TABLE {n.feed} (
+    orderer {t["key"]} NOT NULL,
+    principal {t["key"]} NOT NULL,
+    reconciled_on {t["date"]} NOT NULL,
+    identity {t["ident"]} NOT NULL,
+    first_file_id {t["key"]} NOT NULL,
+    first_delivery_morning {t["ts"]},
+    gone_file_id {t["key"]},
+    gone_delivery_morning {t["ts"]},
+{content}
+)"""
+    history = f"""CREATE TABLE {n.history} (
+    orderer {t["key"]} NOT NULL,
+    principal {t["key"]} NOT NULL,
+    reconciled_on {t["date"]} NOT NULL,
+    snapshot_no {t["int"]} NOT NULL,
+    file_id {t["key"]} NOT NULL,
+    delivery_morning {t["ts"]},
+    balance_skatteverket_ore {t["big"]} NOT NULL,
+    balance_kronofogden_ore {t["big"]},
+    interest_skatteverket_ore {t["big"]},
+    last_updated {t["ts"]} NOT NULL,
+    PRIMARY KEY (orderer, principal, reconciled_on, snapshot_no)
+)"""
+    out = [
+        (
+            feed,
+            [
+                # SQLite answers "is this identity present" by index lookups; PostgreSQL hash-joins (and
+                # keeps long transaction texts out of a B-tree key)
+                _index(
+                    dialect,
+                    n,
+                    "transaction_feed_key",
+                    "transaction_feed",
+                    "orderer, reconciled_on, principal" + (", identity" if dialect == "sqlite" else ""),
+                ),
+                _index(dialect, n, "transaction_feed_first", "transaction_feed", "first_file_id"),
+                _index(dialect, n, "transaction_feed_gone", "transaction_feed", "gone_file_id"),
+            ],
+        ),
+        (history, [_index(dialect, n, "balance_history_file", "balance_history", "file_id")]),
+    ]
+    if dialect == "generic":
+        out.append((_scratch_ddl(dialect, n.scratch), [_index(dialect, n, "feed_scratch_key", "feed_scratch", _SK)]))
+    return out
+
+
+_SK = "file_id, reconciled_on, principal, identity"
+
+
+def _scratch_ddl(dialect: str, name: str) -> str:
+    t = _TYPES[dialect]
+    return f"""CREATE TABLE {name} (
+    file_id {t["key"]} NOT NULL,
+    principal {t["key"]} NOT NULL,
+    reconciled_on {t["date"]} NOT NULL,
+    identity {t["ident"]} NOT NULL,
+    sequence_no {t["int"]} NOT NULL,
+    transaction_id {t["key"]},
+    transaction_date {t["date"]} NOT NULL,
+    interest_date {t["date"]},
+    transaction_text {t["text"]} NOT NULL,
+    amount_skatteverket_ore {t["big"]},
+    amount_kronofogden_ore {t["big"]}
+)"""
+
+
+# ------------------------------------------------------------------------------------------ identity
+
+
+def _date_text(dialect: str, column: str) -> str:
+    if dialect == "sqlite":
+        return column  # stored as ISO text
+    if dialect == "postgresql":
+        return f"to_char({column}, 'YYYY-MM-DD')"  # independent of the session's DateStyle
+    return f"CAST({column} AS VARCHAR(10))"
+
+
+def identity_key_sql(dialect: str, alias: str = "t") -> str:
+    """SQL for a transaction row's identity key, without the occurrence number (see the module doc)."""
+    a = alias
+    return (
+        f"CASE WHEN {a}.transaction_id IS NOT NULL THEN 'B' || {a}.transaction_id"
+        f" ELSE 'U' || {_date_text(dialect, f'{a}.transaction_date')}"
+        f" || '|' || COALESCE({_date_text(dialect, f'{a}.interest_date')}, '')"
+        f" || '|' || COALESCE(CAST({a}.amount_skatteverket_ore AS VARCHAR(20)), '')"
+        f" || '|' || COALESCE(CAST({a}.amount_kronofogden_ore AS VARCHAR(20)), '')"
+        f" || '|' || {a}.transaction_text END"
+    )
+
+
+def identity_sql(dialect: str, alias: str = "t") -> str:
+    """SQL for a transaction row's identity within its snapshot: key ``#`` occurrence (a window function
+    over the rows of one ``(orderer, principal, reconciled_on, file_id)``)."""
+    key = identity_key_sql(dialect, alias)
+    a = alias
+    return (
+        f"{key} || '#' || CAST(ROW_NUMBER() OVER (PARTITION BY {a}.orderer, {a}.principal, {a}.reconciled_on,"
+        f" {a}.file_id, {key} ORDER BY {a}.sequence_no) AS VARCHAR(10))"
+    )
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+
+@dataclass(frozen=True, slots=True)
+class FeedCounts:
+    """What one load wrote to the change feed."""
+
+    new: int  # transactions that first appeared in this file
+    gone: int  # transactions of the replaced snapshots that are not in this file any more
+    snapshots: int  # balance snapshots written (= principals loaded)
+
+
+def _scratch_name(dialect: str, n: FeedNames) -> str:
+    if dialect == "sqlite":
+        return f'temp."{n.prefix}feed_scratch"'
+    if dialect == "postgresql":
+        return f'pg_temp."{n.prefix}feed_scratch"'
+    return n.scratch
+
+
+def _prepare_scratch(execute: Execute, dialect: str, n: FeedNames) -> str:
+    scratch = _scratch_name(dialect, n)
+    if dialect == "sqlite":
+        execute(_scratch_ddl(dialect, scratch).replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1), ())
+        execute(f'CREATE INDEX IF NOT EXISTS temp."{n.prefix}feed_scratch_key" ON "{n.prefix}feed_scratch" ({_SK})', ())
+    elif dialect == "postgresql":
+        ddl = _scratch_ddl(dialect, scratch).replace("CREATE TABLE ", "CREATE TEMPORARY TABLE IF NOT EXISTS ", 1)
+        execute(ddl + " ON COMMIT DROP", ())
+    return scratch
+
+
+def record_changes(execute: Execute, *, dialect: str, names: FeedNames, orderer: str, file_id: str) -> FeedCounts:
+    """Write the change feed and the balance history for the keys file ``file_id`` just loaded.
+
+    Call inside the load's transaction, after the file's balance and transaction rows are stored and the
+    replaced snapshots deleted, and after the file's row is in the files table. ``execute(sql, values)``
+    runs a statement written with ``?`` placeholders.
+    """
+    n = names
+    t = n.tables
+    scratch = _prepare_scratch(execute, dialect, n)
+    execute(f"DELETE FROM {scratch} WHERE file_id = ?", (file_id,))
+    content = ", ".join(_CONTENT_COLUMNS)
+    t_content = ", ".join(f"t.{c}" for c in _CONTENT_COLUMNS)
+    s_content = ", ".join(f"s.{c}" for c in _CONTENT_COLUMNS)
+    # 1. the loaded keys' current identities
+    execute(
+        f"INSERT INTO {scratch} (file_id, principal, reconciled_on, identity, {content})"
+        f" SELECT t.file_id, t.principal, t.reconciled_on, {identity_sql(dialect)}, {t_content}"
+        f" FROM {t.balances} b JOIN {t.transactions} t ON t.orderer = b.orderer AND t.principal = b.principal"
+        " AND t.reconciled_on = b.reconciled_on AND t.file_id = b.file_id"
+        " WHERE b.orderer = ? AND b.file_id = ?",
+        (orderer, file_id),
+    )
+    if dialect == "postgresql":
+        # Tables filled in this (or a recent) transaction have no statistics yet: the planner would pick
+        # nested loops over them. These are set-based statements over whole snapshots: hash joins.
+        execute("SET LOCAL enable_nestloop = off", ())
+    # 2. present rows of the loaded keys whose identity is not in the new snapshot: gone in this file
+    execute(
+        f"UPDATE {n.feed} AS f SET gone_file_id = ?,"
+        f" gone_delivery_morning = (SELECT fl.delivery_morning FROM {t.files} fl WHERE fl.file_id = ?)"
+        " WHERE f.orderer = ? AND f.gone_file_id IS NULL"
+        f" AND f.reconciled_on IN (SELECT DISTINCT r.reconciled_on FROM {t.balances} r"
+        " WHERE r.orderer = ? AND r.file_id = ?)"
+        f" AND EXISTS (SELECT 1 FROM {t.balances} b WHERE b.orderer = f.orderer AND b.principal = f.principal"
+        " AND b.reconciled_on = f.reconciled_on AND b.file_id = ?)"
+        f" AND NOT EXISTS (SELECT 1 FROM {scratch} s WHERE s.file_id = ? AND s.reconciled_on = f.reconciled_on"
+        " AND s.principal = f.principal AND s.identity = f.identity)",
+        (file_id, file_id, orderer, orderer, file_id, file_id, file_id),
+    )
+    # 3. identities not present yet: new in this file
+    execute(
+        f"INSERT INTO {n.feed} (orderer, principal, reconciled_on, identity, first_file_id,"
+        f" first_delivery_morning, {content})"
+        f" SELECT fl.orderer, s.principal, s.reconciled_on, s.identity, fl.file_id, fl.delivery_morning, {s_content}"
+        f" FROM {scratch} s JOIN {t.files} fl ON fl.file_id = s.file_id"
+        " WHERE s.file_id = ? AND NOT EXISTS ("
+        f"SELECT 1 FROM {n.feed} f WHERE f.orderer = fl.orderer AND f.reconciled_on = s.reconciled_on"
+        " AND f.principal = s.principal AND f.identity = s.identity AND f.gone_file_id IS NULL)",
+        (file_id,),
+    )
+    execute(f"DELETE FROM {scratch} WHERE file_id = ?", (file_id,))
+    if dialect == "postgresql":
+        execute("SET LOCAL enable_nestloop = on", ())
+    # 4. the balance snapshots, numbered per key
+    execute(
+        f"INSERT INTO {n.history} (orderer, principal, reconciled_on, snapshot_no, file_id, delivery_morning,"
+        " balance_skatteverket_ore, balance_kronofogden_ore, interest_skatteverket_ore, last_updated)"
+        " SELECT b.orderer, b.principal, b.reconciled_on,"
+        f" COALESCE((SELECT MAX(h.snapshot_no) FROM {n.history} h WHERE h.orderer = b.orderer"
+        " AND h.principal = b.principal AND h.reconciled_on = b.reconciled_on), 0) + 1,"
+        " b.file_id, fl.delivery_morning, b.balance_skatteverket_ore, b.balance_kronofogden_ore,"
+        " b.interest_skatteverket_ore, b.last_updated"
+        f" FROM {t.balances} b JOIN {t.files} fl ON fl.file_id = b.file_id WHERE b.orderer = ? AND b.file_id = ?",
+        (orderer, file_id),
+    )
+    new = _count(execute, f"SELECT COUNT(*) FROM {n.feed} WHERE first_file_id = ?", file_id)
+    gone = _count(execute, f"SELECT COUNT(*) FROM {n.feed} WHERE gone_file_id = ?", file_id)
+    snapshots = _count(execute, f"SELECT COUNT(*) FROM {n.history} WHERE file_id = ?", file_id)
+    return FeedCounts(new=new, gone=gone, snapshots=snapshots)
+
+
+def _count(execute: Execute, sql: str, value: Any) -> int:
+    row = execute(sql, (value,)).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
