@@ -3,7 +3,8 @@
 E-transport's wire protocol and file naming are not public. We assume names like
 ``SKAHMST_<orgnr10>_<YYYYMMDD>_<NNN>.txt`` (service, orderer, delivery date, sequence); the pattern
 is configurable. A remote name is never trusted as a path: only a strict allow-list of characters
-passes, so separators, ``..``, absolute paths and control characters are refused.
+passes, so separators, ``..``, absolute paths and control characters are refused. Patterns match
+ASCII only (``\\d`` is ``[0-9]``), and an orderer is only ever a valid organisation number.
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_skattekonto.domain.identifiers import is_organisation_number
+
 __all__ = [
     "DEFAULT_FILE_PATTERN",
     "RemoteFile",
     "UnsafeRemoteNameError",
+    "check_orderer",
     "check_remote_name",
     "match_file_name",
 ]
 
-DEFAULT_FILE_PATTERN = r"^SKAHMST_(?P<orderer>\d{10})_(?P<date>\d{8})_(?P<sequence>\d{3})\.txt$"
+DEFAULT_FILE_PATTERN = r"^SKAHMST_(?P<orderer>[0-9]{10})_(?P<date>[0-9]{8})_(?P<sequence>[0-9]{3})\.txt$"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
@@ -41,17 +45,36 @@ def check_remote_name(name: str) -> str:
     return name
 
 
-def match_file_name(name: str, pattern: str = DEFAULT_FILE_PATTERN) -> tuple[str | None, dt.date | None] | None:
-    """(orderer, delivery date) from ``name`` if it matches ``pattern``, else None.
+def check_orderer(orderer: Any) -> str:
+    """Return ``orderer`` if it is a valid 10-digit organisation number; raise :class:`UnsafeRemoteNameError`.
 
-    The pattern's optional named groups ``orderer`` (10 digits) and ``date`` (YYYYMMDD) are read.
+    An orderer becomes a folder of the archive, so nothing else (``..``, separators, other digits) passes.
     """
-    match = re.fullmatch(pattern, name)
+    if not isinstance(orderer, str) or not orderer.isascii() or not is_organisation_number(orderer):
+        raise UnsafeRemoteNameError(
+            f"Refusing orderer {repr(orderer)[:60]}: not a valid 10-digit organisation number "
+            "(digits 0-9, 3rd-4th digits >= 20, valid check digit)"
+        )
+    return orderer
+
+
+def match_file_name(name: str, pattern: str = DEFAULT_FILE_PATTERN) -> tuple[str | None, dt.date | None] | None:
+    """(orderer, delivery date) from ``name`` if it matches ``pattern`` (ASCII only), else None.
+
+    The pattern's optional named groups ``orderer`` (a valid organisation number) and ``date``
+    (YYYYMMDD, a real date) are read; a name that matches but carries an invalid one raises ValueError.
+    """
+    match = re.fullmatch(pattern, name, re.ASCII)
     if match is None:
         return None
     groups = match.groupdict()
-    day = dt.datetime.strptime(groups["date"], "%Y%m%d").date() if groups.get("date") else None
-    return groups.get("orderer"), day
+    text = groups.get("date")
+    try:
+        day = dt.datetime.strptime(text, "%Y%m%d").date() if text else None
+    except ValueError:
+        raise ValueError(f"{name!r} matches the file pattern but {text!r} is not a date (YYYYMMDD)") from None
+    orderer = groups.get("orderer")
+    return (check_orderer(orderer) if orderer else None), day
 
 
 @dataclass(frozen=True)
@@ -68,6 +91,10 @@ class RemoteFile:
 
     def __post_init__(self) -> None:
         check_remote_name(self.name)
+        if self.orderer is not None:
+            check_orderer(self.orderer)
+        if self.size is not None and (not isinstance(self.size, int) or self.size < 0):
+            raise ValueError(f"Remote file {self.name}: size {self.size!r} is not a whole number of bytes")
         if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
             raise ValueError(f"Remote file {self.name}: sha256 {self.sha256!r} is not 64 lowercase hex digits")
 

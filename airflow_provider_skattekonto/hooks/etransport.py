@@ -19,6 +19,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import posixpath
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +34,8 @@ from airflow_provider_skattekonto.domain.calendar import STOCKHOLM
 from airflow_provider_skattekonto.domain.remote_files import (
     DEFAULT_FILE_PATTERN,
     RemoteFile,
+    UnsafeRemoteNameError,
+    check_orderer,
     check_remote_name,
     match_file_name,
 )
@@ -118,13 +122,25 @@ class HttpsSource:
         reply = yield from hook._exchange_plan(config, build, authenticated=False, quiet=True)
         try:
             entries = reply.json()["files"]
-            files = [_remote_from_listing(entry, kind, self.file_pattern) for entry in entries]
+            if not isinstance(entries, list):
+                raise TypeError(f"'files' is a {type(entries).__name__}, not a list")
         except (KeyError, TypeError, ValueError) as exc:
             raise SkattekontoApiError(
                 f"{self.description} answered a file listing this provider cannot read ({exc})",
                 status=reply.status,
                 advice="Check etransport_url; the listing must be {'files': [{'name', 'size', 'sha256', ...}]}.",
             ) from None
+        files = []
+        for entry in entries:
+            try:
+                remote = _remote_from_listing(entry, kind, self.file_pattern)
+            except (KeyError, TypeError, ValueError) as exc:
+                hook.log.warning("Skipping listing entry %s of %s: %s", _describe(entry), self.description, exc)
+                continue
+            if remote is None:
+                hook.log.info("Ignoring %s: its name does not match file_pattern", _describe(entry))
+                continue
+            files.append(remote)
         return _unique(files)
 
     def open_stream(self, hook: ETransportHook, file: RemoteFile, offset: int) -> Iterator[bytes]:
@@ -161,32 +177,36 @@ class InboxSource:
 
         return ObjectStoragePath(self.url)
 
-    def _scan(self, delivery_date: dt.date | None, kind: str) -> list[RemoteFile]:
+    def _scan(self, delivery_date: dt.date | None, kind: str, log: Any) -> list[RemoteFile]:
+        """The answer files in the inbox; every stray or hostile entry is skipped with a warning naming it."""
         root = self._root()
         if not root.exists():
             raise ConfigurationError(f"{self.description} does not exist; create it or fix etransport_inbox")
         files = []
         for entry in sorted(root.iterdir(), key=lambda p: p.name):
-            matched = match_file_name(entry.name, self.file_pattern)
-            if matched is None or not entry.is_file():
-                continue
-            orderer, day = matched
-            if delivery_date is not None and day != delivery_date:
-                continue
-            sidecar = root / f"{entry.name}.sha256"
-            checksum = sidecar.read_text().split()[0].lower() if sidecar.exists() else None
-            info = entry.stat()
-            files.append(
-                RemoteFile(
-                    name=check_remote_name(entry.name),
-                    size=info.st_size,
-                    sha256=checksum,
-                    delivered_at=dt.datetime.fromtimestamp(info.st_mtime, STOCKHOLM),
-                    delivery_date=day,
-                    orderer=orderer,
-                    kind=kind,
+            try:
+                matched = match_file_name(entry.name, self.file_pattern)
+                if matched is None:
+                    continue
+                _check_plain_file(root, entry)
+                orderer, day = matched
+                if delivery_date is not None and day != delivery_date:
+                    continue
+                checksum = _read_sidecar(root, root / f"{entry.name}.sha256")
+                info = entry.stat()
+                files.append(
+                    RemoteFile(
+                        name=check_remote_name(entry.name),
+                        size=info.st_size,
+                        sha256=checksum,
+                        delivered_at=dt.datetime.fromtimestamp(info.st_mtime, STOCKHOLM),
+                        delivery_date=day,
+                        orderer=orderer,
+                        kind=kind,
+                    )
                 )
-            )
+            except (OSError, ValueError) as exc:
+                log.warning("Skipping inbox entry %s of %s: %s", repr(entry.name)[:120], self.description, exc)
         return files
 
     def list_plan(
@@ -197,35 +217,99 @@ class InboxSource:
         delivery_date: dt.date | None,
         kind: str,
     ) -> Plan:
-        files: list[RemoteFile] = yield Call(lambda: self._scan(delivery_date, kind))
+        files: list[RemoteFile] = yield Call(lambda: self._scan(delivery_date, kind, hook.log))
         return files
 
     def open_stream(self, hook: ETransportHook, file: RemoteFile, offset: int) -> Iterator[bytes]:
-        with (self._root() / file.name).open("rb") as handle:
+        root = self._root()
+        path = root / check_remote_name(file.name)
+        _check_plain_file(root, path)
+        if root.protocol in ("file", "local", ""):  # a link swapped in after the listing is refused too
+            handle = os.fdopen(os.open(path.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb")
+        else:
+            handle = path.open("rb")
+        with handle:
             handle.seek(offset)
             while chunk := handle.read(CHUNK_SIZE):
                 yield chunk
+
+
+SIDECAR_MAX_BYTES = 4096
+
+
+def _check_plain_file(root: ObjectStoragePath, entry: ObjectStoragePath) -> None:
+    """Raise ValueError unless ``entry`` is a regular file of the inbox: no link, nothing resolving outside."""
+    if root.protocol in ("file", "local", ""):
+        if os.path.islink(entry.path):
+            raise UnsafeRemoteNameError(
+                f"it is a symbolic link (to {os.readlink(entry.path)!r}); links are refused, the inbox must "
+                "hold the files themselves"
+            )
+        _check_inside(root, entry)
+    if not entry.is_file():
+        raise ValueError("it is not a regular file")
+
+
+def _read_sidecar(root: ObjectStoragePath, sidecar: ObjectStoragePath) -> str | None:
+    """The SHA-256 in a ``<name>.sha256`` sidecar (None without one); ValueError if it is unusable."""
+    if not sidecar.exists():
+        return None
+    _check_plain_file(root, sidecar)
+    with sidecar.open("rb") as handle:
+        raw = handle.read(SIDECAR_MAX_BYTES + 1)
+    words = raw.decode("ascii", errors="replace").split()
+    if len(raw) > SIDECAR_MAX_BYTES or not words or not re.fullmatch(r"[0-9a-fA-F]{64}", words[0]):
+        raise ValueError(
+            f"its checksum file {sidecar.name} does not start with 64 hex digits (empty, still being written "
+            "or not a SHA-256); the file is taken once its checksum file is complete"
+        )
+    return words[0].lower()
 
 
 class _RestartDownload(Exception):
     """The source ignored our Range request: start over from byte 0."""
 
 
-def _remote_from_listing(entry: dict[str, Any], kind: str, pattern: str) -> RemoteFile:
+def _describe(entry: Any) -> str:
+    """A listing entry for a log line: its name if it has one, else the entry; escaped and cut short."""
+    name = entry.get("name") if isinstance(entry, dict) else None
+    return repr(name if isinstance(name, str) else entry)[:120]
+
+
+def _remote_from_listing(entry: Any, kind: str, pattern: str) -> RemoteFile | None:
+    """The :class:`RemoteFile` of an HTTPS listing entry; None if its name does not match ``pattern``.
+
+    Raises ValueError/KeyError/TypeError for an entry that is malformed or hostile. Only a name that
+    matches the pattern is a candidate, and its orderer must be a valid organisation number (the name's
+    and the entry's, when both are given, must agree): the listing never decides a path on its own.
+    """
+    if not isinstance(entry, dict):
+        raise TypeError(f"a listing entry must be an object, got {type(entry).__name__}")
     name = check_remote_name(entry["name"])
     matched = match_file_name(name, pattern)
-    orderer, day = matched if matched else (entry.get("orderer"), None)
-    if entry.get("delivery_morning"):
+    if matched is None:
+        return None
+    orderer, day = matched
+    listed_orderer = entry.get("orderer")
+    if listed_orderer is not None:
+        check_orderer(listed_orderer)
+        if orderer is not None and listed_orderer != orderer:
+            raise ValueError(f"the entry names orderer {listed_orderer} but its file name says {orderer}")
+        orderer = listed_orderer
+    if day is None and entry.get("delivery_morning"):
         day = dt.datetime.fromisoformat(str(entry["delivery_morning"])).date()
+    size = entry.get("size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+        raise TypeError(f"size {size!r} is not a whole number")
     delivered = entry.get("delivered_at")
     return RemoteFile(
         name=name,
-        size=int(entry["size"]) if entry.get("size") is not None else None,
+        size=size,
         sha256=str(entry["sha256"]).lower() if entry.get("sha256") else None,
-        delivered_at=dt.datetime.fromisoformat(delivered) if delivered else None,
+        delivered_at=dt.datetime.fromisoformat(str(delivered)) if delivered else None,
         delivery_date=day,
-        orderer=orderer or entry.get("orderer"),
-        kind=entry.get("kind") or kind,
+        orderer=orderer,
+        kind=str(entry.get("kind") or kind),
     )
 
 
@@ -347,15 +431,15 @@ class ETransportHook(SkattekontoHook):
         check_remote_name(file.name)
         if target_dir is None:
             root = self.archive_root()
-            folder = (
-                root
-                / (file.orderer or "unknown")
-                / (file.delivery_date.isoformat() if file.delivery_date else "undated")
-            )
+            orderer = check_orderer(file.orderer) if file.orderer else "unknown"
+            folder = root / orderer / (file.delivery_date.isoformat() if file.delivery_date else "undated")
         else:
-            folder = ObjectStoragePath(target_dir) if isinstance(target_dir, str) else target_dir
-        folder.mkdir(parents=True, exist_ok=True)
+            root = ObjectStoragePath(target_dir) if isinstance(target_dir, str) else target_dir
+            folder = root
         final = folder / file.name
+        _check_inside(root, final)
+        folder.mkdir(parents=True, exist_ok=True)
+        _check_inside(root, final)
         if file.sha256 and final.exists() and _sha256_of(final) == file.sha256:
             self.log.info("%s is already archived at %s (same SHA-256); not downloading again", file.name, final)
             return StoredFile(file, str(final), file.sha256, final.stat().st_size, already_archived=True)
@@ -420,6 +504,21 @@ class ETransportHook(SkattekontoHook):
         if file.sha256 is not None and digest != file.sha256:
             return None, written, f"SHA-256 {digest} differs from the listed {file.sha256} (corrupt)"
         return digest, written, ""
+
+
+def _check_inside(root: ObjectStoragePath, path: ObjectStoragePath) -> None:
+    """Raise :class:`UnsafeRemoteNameError` unless ``path`` stays under ``root`` (local links resolved)."""
+    if root.protocol in ("file", "local", ""):
+        base = os.path.realpath(root.path)
+        target = os.path.realpath(path.path)
+    else:
+        base = posixpath.normpath("/" + root.path.lstrip("/"))
+        target = posixpath.normpath("/" + path.path.lstrip("/"))
+    if os.path.commonpath([base, target]) != base or target == base:
+        raise UnsafeRemoteNameError(
+            f"Refusing to write {path.name!r}: its archive path resolves outside the archive root {base} "
+            f"(to {target}). Nothing was downloaded; check archive_url and any links inside the archive."
+        )
 
 
 def _sha256_of(path: ObjectStoragePath) -> str:

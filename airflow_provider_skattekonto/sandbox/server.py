@@ -655,12 +655,17 @@ class _Handler(BaseHTTPRequestHandler):
         entries = [answer.listing_json() for answer in files]
         if entries and sandbox.faults.take(("duplicate_listing",), self._route, self._path) is not None:
             entries.insert(1, dict(entries[0]))
+        entries = [entry for entry, _ in sandbox.planted_entries()] + entries
         self._send(200, _json({"files": entries}))
 
     def _etransport_download(self, name: str) -> None:
         sandbox = self.sandbox
         orderer = self._etransport_peer()
         now = sandbox.clock.now()
+        planted = sandbox.planted_content(name)
+        if planted is not None:
+            self._send(200, planted, "application/octet-stream")
+            return
         answer = sandbox.production.lookup(name, now)
         if answer is None or answer.orderer != orderer or answer.delivered_at > now:
             raise _Reply(404)
@@ -831,6 +836,7 @@ class Sandbox:
         self._ca_cert = x509.load_pem_x509_certificate(pki.ca_cert_path.read_bytes())
         for identity in pki.identities.values():
             self.register_identity(identity)
+        self._planted: list[tuple[Any, bytes | None]] = []
         self._server: _TlsServer | None = None
         self._thread: threading.Thread | None = None
         self.host = "127.0.0.1"
@@ -1047,6 +1053,27 @@ class Sandbox:
         self.production.plan_due(self.clock.now())
         return self.production.all_files()
 
+    def plant_listing_entry(self, entry: Any, content: bytes | None = None) -> None:
+        """Put ``entry`` verbatim at the top of every E-transport listing (hostile-input tests).
+
+        ``entry`` may be anything JSON can carry (a malformed entry too); when it is an object with a
+        string ``name`` and ``content`` is given, ``GET files/<name>`` serves ``content`` to anyone.
+        """
+        with self._stats_lock:
+            self._planted.append((entry, content))
+
+    def planted_entries(self) -> list[tuple[Any, bytes | None]]:
+        """The planted listing entries, oldest first."""
+        with self._stats_lock:
+            return list(self._planted)
+
+    def planted_content(self, name: str) -> bytes | None:
+        """The bytes served for a planted entry called ``name``, if any."""
+        for entry, content in self.planted_entries():
+            if content is not None and isinstance(entry, dict) and entry.get("name") == name:
+                return content
+        return None
+
     # -- settings, faults, stats ----------------------------------------------------------------
     def configure(self, **changes: Any) -> SandboxSettings:
         """Change settings at run time (``rate_limit_per_second=0.001, rate_limit_burst=1``, ...)."""
@@ -1124,6 +1151,7 @@ class Sandbox:
             self._unexpected_headers.clear()
             self._seen_correlation_ids.clear()
             self._reused_correlation_ids = 0
+            self._planted.clear()
         self.clock.reset(now=now, speed=speed)
 
     # -- Airflow connection ---------------------------------------------------------------------
