@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -23,3 +24,29 @@ def fail_fast_unless_retryable() -> Iterator[None]:
         raise AirflowFailException(str(exc)) from None
     except UnsafeRemoteNameError as exc:
         raise AirflowFailException(str(exc)) from None
+
+
+def checked_event(event: Any, expected: Mapping[str, tuple[str, ...]], *, waiting_for: str) -> dict[str, Any]:
+    """The event a trigger resumed the task with, checked against the trigger's ``expected`` events.
+
+    ``expected`` maps each status to the keys its event must carry. A missing event, an unknown status
+    or a missing key fails the task at once, naming what was wrong, instead of acting on half an event.
+    """
+    if not isinstance(event, dict):
+        raise AirflowFailException(
+            f"The wait for {waiting_for} resumed without an event (got {type(event).__name__}). The triggerer "
+            "lost it or the trigger is broken; clear the task to wait again."
+        )
+    status = event.get("status")
+    if not isinstance(status, str) or status not in expected:
+        raise AirflowFailException(
+            f"The wait for {waiting_for} ended with an unknown status {status!r} (expected one of "
+            f"{', '.join(sorted(expected))}); clear the task to wait again, and report this if it repeats."
+        )
+    missing = [key for key in expected[status] if event.get(key) in (None, "", [])]
+    if missing:
+        raise AirflowFailException(
+            f"The wait for {waiting_for} ended with status {status!r} but without {', '.join(missing)}; "
+            "clear the task to wait again, and report this if it repeats."
+        )
+    return event

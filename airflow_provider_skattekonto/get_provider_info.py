@@ -122,6 +122,10 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "extra-links": [
+            "airflow_provider_skattekonto.links.SkattekontoOrderLink",
+            "airflow_provider_skattekonto.links.ArchivedFileLink",
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_skattekonto.hooks.skattekonto.SkattekontoHook",

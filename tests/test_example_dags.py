@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -76,6 +77,17 @@ def test_daily_dag_orders_waits_and_loads(
         (transactions,) = conn.execute("SELECT COUNT(*) FROM skattekonto_transactions").fetchone()
     assert principals == loaded["principal_count"] > 0
     assert transactions == loaded["transaction_count"] > 0
+
+    # the extra links as the UI gets them, through the REST API
+    from tests.rest_api import extra_links
+
+    order = results["bestall"][1]
+    order_link = extra_links("skattekonto_daily", "bestall")["Skatteverket order"]
+    assert order_link and f"correlation_id={order['correlation_id']}" in order_link
+    archived = results["wait_for_file"][1]["path"]
+    for task in ("wait_for_file", "load"):
+        link = extra_links("skattekonto_daily", task)["Archived answer file"]
+        assert link and "/skattekonto/archived-file?" in link and quote(archived, safe="") in link
 
 
 def test_representatives_dag_maps_one_chain_per_connection(

@@ -97,6 +97,10 @@ class DeliverySource(Protocol):
         """The file's bytes from ``offset`` (sync; raises on a broken stream)."""
         ...
 
+    def file_url(self, file: RemoteFile) -> str:
+        """Where ``file`` lives at the source (for lineage and messages)."""
+        ...
+
 
 class HttpsSource:
     """E-transport over HTTPS with the organisation certificate."""
@@ -142,6 +146,9 @@ class HttpsSource:
                 continue
             files.append(remote)
         return _unique(files)
+
+    def file_url(self, file: RemoteFile) -> str:
+        return f"{self.url}/files/{quote(check_remote_name(file.name))}"
 
     def open_stream(self, hook: ETransportHook, file: RemoteFile, offset: int) -> Iterator[bytes]:
         client = hook.get_conn()
@@ -219,6 +226,9 @@ class InboxSource:
     ) -> Plan:
         files: list[RemoteFile] = yield Call(lambda: self._scan(delivery_date, kind, hook.log))
         return files
+
+    def file_url(self, file: RemoteFile) -> str:
+        return f"{self.url.rstrip('/')}/{check_remote_name(file.name)}"
 
     def open_stream(self, hook: ETransportHook, file: RemoteFile, offset: int) -> Iterator[bytes]:
         root = self._root()

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 from airflow.sdk import BaseHook
@@ -402,7 +403,7 @@ class SkattekontoHook(BaseHook):
             raise TokenError(
                 "The token endpoint answered 200 without a usable access_token",
                 status=reply.status,
-                advice=f"Check token_url ({config.token_url}).",
+                advice=f"Check token_url (host {_host(config.token_url)}).",
             ) from None
         yield Mask(token)
         rotated = body.get("refresh_token")
@@ -570,6 +571,22 @@ def _mtime(path: str | None) -> float | None:
         return Path(path).expanduser().stat().st_mtime if path else None
     except OSError:
         return None
+
+
+def _host(url: str | None) -> str:
+    return urlsplit(url).netloc if url else "-"
+
+
+def endpoints_for_log(config: SkattekontoConnectionConfig) -> str:
+    """The connection's endpoints by host, for log lines.
+
+    Airflow masks the value of any extra whose key contains "token", so the full ``token_url`` would
+    print as ``***``; its host alone stays readable (and reveals nothing secret).
+    """
+    source = config.etransport_url or config.etransport_inbox
+    return f"connection {config.conn_id!r}: API {_host(config.base_url)}, token endpoint {_host(config.token_url)}" + (
+        f", E-transport {_host(source) or source}" if source else ""
+    )
 
 
 _Outcome = tuple[Any, BaseException | None]

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_skattekonto._task_errors import fail_fast_unless_retryable
+from airflow_provider_skattekonto._task_errors import checked_event, fail_fast_unless_retryable
 from airflow_provider_skattekonto.domain.calendar import STOCKHOLM, local_iso, parse_moment
 from airflow_provider_skattekonto.exceptions import ServiceClosedError
+from airflow_provider_skattekonto.links import SkattekontoOrderLink, order_url
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from airflow_provider_skattekonto.hooks.skattekonto import SkattekontoHook
 
 STATE_KEY = "skattekonto_bestall"
+# How long a deferral may outlast its wait (triggerer down, say) before Airflow times the task out.
+DEFER_GRACE = dt.timedelta(hours=1)
 
 
 class BestallOperator(BaseOperator):
@@ -27,7 +30,8 @@ class BestallOperator(BaseOperator):
 
     The POST happens once, here on the worker, never in a trigger. XCom (return value) is a dict:
     ``ordered`` (bool), ``delivery_morning`` (ISO, the 07:00 whose file holds the order),
-    ``correlation_id``, ``ordered_at``, ``reason``.
+    ``correlation_id``, ``ordered_at``, ``reason``. The extra link *Skatteverket order* shows the
+    correlation ids as soon as the order is accepted.
 
     :param skattekonto_conn_id: the ``skattekonto`` connection.
     :param delivery_morning: the delivery morning this run is for (templated, ISO 8601). Default: the
@@ -46,6 +50,7 @@ class BestallOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("skattekonto_conn_id", "delivery_morning")
     ui_color = "#fbe9a6"
+    operator_extra_links = (SkattekontoOrderLink(),)
 
     def __init__(
         self,
@@ -88,7 +93,10 @@ class BestallOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resumes after the service window opened (or the order window began)."""
-        self.log.info("Resumed at %s on the service clock", (event or {}).get("now"))
+        from airflow_provider_skattekonto.triggers.service_time import ServiceTimeTrigger
+
+        checked = checked_event(event, ServiceTimeTrigger.EVENTS, waiting_for="the service window")
+        self.log.info("Resumed at %s on the service clock", checked["now"])
         return self._order(context)
 
     # -----------------------------------------------------------------------------------------------
@@ -151,7 +159,9 @@ class BestallOperator(BaseOperator):
                 previous.get("delivery_morning"),
                 previous.get("correlation_id"),
             )
-            return {k: v for k, v in previous.items() if k not in ("state", "try_number")}
+            kept = {k: v for k, v in previous.items() if k not in ("state", "try_number")}
+            SkattekontoOrderLink.push(context, order_url(kept))
+            return kept
         if not calendar.is_service_open(now):
             return self._wait_then_order(hook, context, calendar.next_service_opening(now), "service closed")
 
@@ -159,6 +169,7 @@ class BestallOperator(BaseOperator):
         result = hook.bestall()
         xcom = result.to_xcom() | {"reason": "ordered"}
         xcom["delivery_morning"] = local_iso(result.delivery_morning)
+        SkattekontoOrderLink.push(context, order_url(xcom))  # first, so it survives anything below
         if target is not None and result.delivery_morning != target:
             self.log.warning(
                 "The order landed in the file of %s, not %s as this run expected.",
@@ -184,11 +195,13 @@ class BestallOperator(BaseOperator):
         if self.deferrable:
             from airflow_provider_skattekonto.triggers.service_time import ServiceTimeTrigger
 
+            wait = dt.timedelta(seconds=max(0.0, hook.service_clock().real_seconds_until(until)))
             self.defer(
                 trigger=ServiceTimeTrigger(
                     moment=until.isoformat(), skattekonto_conn_id=self.skattekonto_conn_id, reason=reason
                 ),
                 method_name="execute_complete",
+                timeout=wait + DEFER_GRACE,
             )
         hook.wait_until(until)
         return self._order_with(hook, context)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import datetime as dt
 import json
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_provider_skattekonto.links import ArchivedFileLink, archived_file_url
 from airflow_provider_skattekonto.loading.names import DEFAULT_PREFIX, SnapshotLoadError, table_names
 
 if TYPE_CHECKING:
@@ -41,8 +41,10 @@ _OUTLET_EXTRA_KEYS = (
     "file_name",
     "sha256",
     "orderer",
+    "created_at",
     "noop",
     "principals_loaded",
+    "principals_skipped_older",
     "transactions_inserted",
     "transactions_new",
     "transactions_gone",
@@ -83,17 +85,18 @@ def _require_reachable(path: Any, url: str) -> None:
 
 
 def _file_info(file: Any) -> _FileInfo:
-    """Read the upstream sensor's XCom (a dict, possibly rendered to JSON/Python text) or a plain path."""
+    """Read the upstream sensor's XCom (a dict, or its JSON text) or a plain path."""
     if isinstance(file, str):
         text = file.strip()
         if text.startswith("{"):
             try:
                 file = json.loads(text)
             except ValueError:
-                try:
-                    file = ast.literal_eval(text)
-                except (ValueError, SyntaxError):
-                    raise AirflowFailException(f"file={text[:200]!r} is neither a path nor a dict") from None
+                raise AirflowFailException(
+                    f"file={text[:200]!r} is neither a path nor JSON. Pass the sensor's XCom as it is "
+                    "(file=wait.output), or give the DAG render_template_as_native_obj=True when file is a "
+                    "template such as '{{ ti.xcom_pull(task_ids=\"wait_for_file\") }}'."
+                ) from None
         else:
             file = {"path": text}
     if not isinstance(file, dict):
@@ -139,6 +142,12 @@ class SkattekontoToSqlOperator(BaseOperator):
     feed's ``transactions_new`` / ``transactions_gone``). The asset events of the task's outlets carry the
     ids and counts in their ``extra``.
 
+    Lineage: the extra link *Archived answer file* points at the file being loaded (set before the load
+    starts, so it stays after a failure). Every Asset in ``outlets`` gets an asset event whose extra
+    names the file and what was loaded (see :func:`~airflow_provider_skattekonto.lineage.warehouse_assets`
+    for the tables' Assets in Airflow's URI scheme); OpenLineage sees the file in and the three tables
+    out, in the namespace the SQL hook itself reports.
+
     :param file: the E-transport sensor's XCom (templated): a dict with ``path`` (an ObjectStoragePath
         URL or local path), ``name``, ``sha256``, ``size``, ``delivery_morning`` (ISO), ``orderer``; or a
         plain path/URL (its sha256 is then computed by a first read).
@@ -149,34 +158,24 @@ class SkattekontoToSqlOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("file", "sql_conn_id", "table_prefix", "table_schema")
-    _lineage: tuple[str, Any, str] | None = None
+    ui_color = "#d9ead3"
+    operator_extra_links = (ArchivedFileLink(),)
+    _lineage: tuple[str, Any, Any, str] | None = None  # (file URL, SQL hook, its connection, dialect)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage (when its provider is installed): the archived answer file in, the three tables out."""
-        from airflow.providers.common.compat.openlineage.facet import Dataset
         from airflow.providers.openlineage.extractors import OperatorLineage
+
+        from airflow_provider_skattekonto.lineage import database_namespace, file_dataset, table_datasets
 
         if self._lineage is None:
             return OperatorLineage()
-        url, connection, dialect = self._lineage
-        scheme, _, rest = url.partition("://")
-        bucket, _, key = rest.partition("/")
-        source = Dataset(
-            namespace="file" if scheme == "file" else f"{scheme}://{bucket}",
-            name=f"/{key}" if scheme == "file" else key,
-        )
-        if dialect == "sqlite":
-            namespace, database = f"sqlite://{connection.host}", "main"
-        else:
-            port = f":{connection.port}" if connection.port else ""
-            namespace, database = f"{connection.conn_type}://{connection.host}{port}", connection.schema or ""
+        url, hook, connection, dialect = self._lineage
+        namespace, database = database_namespace(hook, connection, dialect)
         schema = self.table_schema or ("public" if dialect == "postgresql" else None)
-        names = table_names(self.table_prefix, None)
-        tables = [getattr(names, kind).strip('"') for kind in ("files", "balances", "transactions")]
-        qualified = [".".join(part for part in (database, schema, table) if part) for table in tables]
-        return OperatorLineage(inputs=[source], outputs=[Dataset(namespace=namespace, name=q) for q in qualified])
-
-    ui_color = "#d9ead3"
+        return OperatorLineage(
+            inputs=[file_dataset(url)], outputs=table_datasets(namespace, database, schema, self.table_prefix)
+        )
 
     def __init__(
         self,
@@ -221,9 +220,10 @@ class SkattekontoToSqlOperator(BaseOperator):
                 sha256, size = sha256_of(stream)
             self.log.info("%s: no sha256 given; computed %s (%d bytes)", info.name, sha256, size)
 
+        ArchivedFileLink.push(context, archived_file_url(info.url, sha256=sha256, size=size))
         hook = BaseHook.get_hook(self.sql_conn_id)
         dialect = dialect_of(hook)
-        self._lineage = (info.url, BaseHook.get_connection(self.sql_conn_id), dialect)
+        self._lineage = (info.url, hook, BaseHook.get_connection(self.sql_conn_id), dialect)
         self.log.info("Loading %s (%s) into %s (dialect %s)", info.name, info.url, self.sql_conn_id, dialect)
         conn = hook.get_conn()
         try:
@@ -283,6 +283,7 @@ class SkattekontoToSqlOperator(BaseOperator):
         if events is None:
             return
         extra = {key: report[key] for key in _OUTLET_EXTRA_KEYS}
+        extra["rows_loaded"] = report["principals_loaded"] + report["transactions_inserted"]
         for outlet in self.outlets or ():
             if isinstance(outlet, Asset):
                 events[outlet].extra.update(extra)

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from airflow_provider_skattekonto._task_errors import fail_fast_unless_retryable
+from airflow_provider_skattekonto._task_errors import checked_event, fail_fast_unless_retryable
 from airflow_provider_skattekonto.domain.calendar import STOCKHOLM, local_iso, parse_moment
 from airflow_provider_skattekonto.domain.remote_files import DEFAULT_FILE_PATTERN, RemoteFile
+from airflow_provider_skattekonto.links import ArchivedFileLink, archived_file_url
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -24,7 +25,8 @@ WHEN_MISSING = ("auto", "fail", "skip")
 class ETransportFileSensor(BaseSensorOperator):
     """Wait for the answer file of a delivery morning, then download it into the archive.
 
-    Returns (XCom) the file's metadata and ``path``, its ObjectStoragePath URL in the archive.
+    Returns (XCom) the file's metadata and ``path``, its ObjectStoragePath URL in the archive. The extra
+    link *Archived answer file* points at it; OpenLineage sees the E-transport file in, the archive out.
 
     :param skattekonto_conn_id: the ``skattekonto`` connection (certificate, E-transport source, archive).
     :param delivery_morning: the morning whose file to wait for (templated, ISO 8601). Default: the
@@ -47,6 +49,8 @@ class ETransportFileSensor(BaseSensorOperator):
     template_fields: Sequence[str] = ("skattekonto_conn_id", "delivery_morning", "deadline_time")
     ui_color = "#c6e3f7"
     start_from_trigger = False
+    operator_extra_links = (ArchivedFileLink(),)
+    _lineage: tuple[str, str | None] | None = None  # (source URL, archive URL) of the file taken
 
     def __init__(
         self,
@@ -154,6 +158,8 @@ class ETransportFileSensor(BaseSensorOperator):
             return self._execute_deferrable(context)
 
     def _execute_deferrable(self, context: Context) -> Any:
+        from airflow_provider_skattekonto.hooks.skattekonto import endpoints_for_log
+
         hook = self._hook()
         try:
             morning, deadline = self._window(hook, context)
@@ -162,14 +168,15 @@ class ETransportFileSensor(BaseSensorOperator):
             if now >= morning:  # due already (late start, backfill): look once before deferring
                 files = hook.list_files(delivery_date=morning.date(), kind=self.kind)
                 if files:
-                    return self._finish(hook, files, morning)
+                    return self._finish(hook, files, morning, context)
                 if now >= deadline:
                     self._missing(hook, morning, deadline, now, historical)
             self.log.info(
-                "Deferring: the file of %s is due by 07:00 that morning; polling every %.0f s until %s",
+                "Deferring: the file of %s is due by 07:00 that morning; polling every %.0f s until %s (%s)",
                 local_iso(morning),
                 self.poll_interval,
                 local_iso(deadline),
+                endpoints_for_log(hook.config),
             )
         finally:
             hook.close()
@@ -187,24 +194,28 @@ class ETransportFileSensor(BaseSensorOperator):
     ) -> dict[str, Any]:
         """Resumes after the trigger: download the file, or fail/skip with the reason."""
         with fail_fast_unless_retryable():
-            return self._complete(event or {}, historical if isinstance(historical, str) else None)
+            return self._complete(context, event, historical if isinstance(historical, str) else None)
 
-    def _complete(self, event: dict[str, Any], historical: str | None) -> dict[str, Any]:
+    def _complete(self, context: Context, event: Any, historical: str | None) -> dict[str, Any]:
+        from airflow_provider_skattekonto.triggers.etransport import ETransportFileTrigger
+
+        event = checked_event(event, ETransportFileTrigger.EVENTS, waiting_for="the answer file")
+        if event["status"] == "error":
+            raise AirflowFailException(f"Waiting for the answer file failed: {event['message']}")
+        try:
+            morning, deadline = parse_moment(event["delivery_morning"]), parse_moment(event["deadline"])
+            files = [RemoteFile.from_json(f) for f in event["files"]] if event["status"] == "found" else []
+            now = parse_moment(event["now"]) if event["status"] == "missing" else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AirflowFailException(
+                f"The wait for the answer file ended with a malformed {event['status']!r} event ({exc!r}); "
+                "clear the task to wait again."
+            ) from None
         hook = self._hook()
         try:
-            status = event.get("status")
-            if status == "found":
-                files = [RemoteFile.from_json(f) for f in event["files"]]
-                return self._finish(hook, files, parse_moment(event["delivery_morning"]))
-            if status == "missing":
-                self._missing(
-                    hook,
-                    parse_moment(event["delivery_morning"]),
-                    parse_moment(event["deadline"]),
-                    parse_moment(event["now"]),
-                    historical,
-                )
-            raise AirflowFailException(f"Waiting for the answer file failed: {event.get('message', event)}")
+            if now is not None:
+                self._missing(hook, morning, deadline, now, historical)
+            return self._finish(hook, files, morning, context)
         finally:
             hook.close()
 
@@ -225,7 +236,7 @@ class ETransportFileSensor(BaseSensorOperator):
                 return False
             files = hook.list_files(delivery_date=morning.date(), kind=self.kind)
             if files:
-                return PokeReturnValue(is_done=True, xcom_value=self._finish(hook, files, morning))
+                return PokeReturnValue(is_done=True, xcom_value=self._finish(hook, files, morning, context))
             if now >= deadline:
                 started = getattr(self, "_started_at", None) or now
                 self._missing(hook, morning, deadline, now, self._historical(context, morning, started))
@@ -234,7 +245,9 @@ class ETransportFileSensor(BaseSensorOperator):
             hook.close()
 
     # -----------------------------------------------------------------------------------------------
-    def _finish(self, hook: ETransportHook, files: list[RemoteFile], morning: dt.datetime) -> dict[str, Any]:
+    def _finish(
+        self, hook: ETransportHook, files: list[RemoteFile], morning: dt.datetime, context: Context
+    ) -> dict[str, Any]:
         newest = max(files, key=lambda f: (f.delivered_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc), f.name))
         if len(files) > 1:
             self.log.warning(
@@ -247,9 +260,23 @@ class ETransportFileSensor(BaseSensorOperator):
         result: dict[str, Any] = newest.to_json() | {"delivery_morning": local_iso(morning), "path": None}
         if not self.download:
             self.log.info("Found %s (not downloading: download=False)", newest.name)
+            self._lineage = (hook.source().file_url(newest), None)
             return result
         stored = hook.download(newest)
+        ArchivedFileLink.push(context, archived_file_url(stored.path, sha256=stored.sha256, size=stored.size))
+        self._lineage = (hook.source().file_url(newest), stored.path)
         return stored.to_xcom() | {"delivery_morning": local_iso(morning)}
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage (when its provider is installed): the file on E-transport in, the archived copy out."""
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        from airflow_provider_skattekonto.lineage import file_dataset
+
+        if self._lineage is None:
+            return OperatorLineage()
+        source, archived = self._lineage
+        return OperatorLineage(inputs=[file_dataset(source)], outputs=[file_dataset(archived)] if archived else [])
 
     def _historical(self, context: Context, morning: dt.datetime, started: dt.datetime) -> str | None:
         """Why this run counts as historical for ``when_missing="auto"``, or None.

@@ -26,6 +26,13 @@ class ETransportFileTrigger(BaseTrigger):
     ``delivery_morning`` may be a template string (``start_from_trigger``): it is parsed in :meth:`run`.
     """
 
+    #: status -> keys of the one event it yields
+    EVENTS: dict[str, tuple[str, ...]] = {
+        "found": ("delivery_morning", "deadline", "files"),
+        "missing": ("delivery_morning", "deadline", "now"),
+        "error": ("message",),
+    }
+
     def __init__(
         self,
         *,
@@ -64,6 +71,7 @@ class ETransportFileTrigger(BaseTrigger):
         from airflow_provider_skattekonto.domain.calendar import parse_moment
         from airflow_provider_skattekonto.exceptions import SkattekontoError
         from airflow_provider_skattekonto.hooks.etransport import ETransportHook
+        from airflow_provider_skattekonto.hooks.skattekonto import endpoints_for_log
         from airflow_provider_skattekonto.triggers.service_time import wait_for_service_time
 
         hook = ETransportHook(self.skattekonto_conn_id, file_pattern=self.file_pattern)
@@ -76,9 +84,10 @@ class ETransportFileTrigger(BaseTrigger):
             if note:
                 self.log.info("%s", note)
             self.log.info(
-                "Waiting for the answer file of %s: no polling before then; deadline %s",
+                "Waiting for the answer file of %s: no polling before then; deadline %s (%s)",
                 morning.isoformat(),
                 deadline.isoformat(),
+                endpoints_for_log(config),
             )
             await wait_for_service_time(hook, morning, max_step_seconds=self.max_step_seconds)
             while True:

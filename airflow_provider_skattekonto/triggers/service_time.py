@@ -35,6 +35,9 @@ class ServiceTimeTrigger(BaseTrigger):
     The deadline is absolute, never a duration, so a triggerer restart resumes correctly.
     """
 
+    #: status -> keys of the one event it yields
+    EVENTS: dict[str, tuple[str, ...]] = {"reached": ("moment", "now")}
+
     def __init__(
         self,
         *,
@@ -63,12 +66,13 @@ class ServiceTimeTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_provider_skattekonto.hooks.skattekonto import SkattekontoHook
+        from airflow_provider_skattekonto.hooks.skattekonto import SkattekontoHook, endpoints_for_log
 
         hook = SkattekontoHook(self.skattekonto_conn_id)
         why = f" ({self.reason})" if self.reason else ""
-        self.log.info("Waiting until %s on the service clock%s", self.moment, why)
         try:
+            config = await hook.aconfig()
+            self.log.info("Waiting until %s on the service clock%s; %s", self.moment, why, endpoints_for_log(config))
             reading = await wait_for_service_time(
                 hook, dt.datetime.fromisoformat(self.moment), max_step_seconds=self.max_step_seconds
             )
