@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import math
@@ -401,6 +402,15 @@ def snapshot_blocks(
         yield balance, transactions
 
 
+def _offset_first_balance(
+    blocks: Iterator[tuple[Balance, list[Transaction]]], ore: int
+) -> Iterator[tuple[Balance, list[Transaction]]]:
+    for index, (balance, transactions) in enumerate(blocks):
+        if index == 0:
+            balance = dataclasses.replace(balance, balance_skatteverket_ore=balance.balance_skatteverket_ore + ore)
+        yield balance, transactions
+
+
 class _HashingWriter:
     """Binary sink that hashes and counts what it forwards to ``target``."""
 
@@ -438,8 +448,12 @@ def write_answer_file(
     seed: int,
     principals: int,
     transactions_per_principal: int,
+    balance_offset_ore: int = 0,
 ) -> tuple[int, str]:
     """Write a morning's answer file to ``path`` atomically; return ``(size in bytes, sha256 hex)``.
+
+    ``balance_offset_ore`` (a sandbox fault) states the first principal's Skatteverket balance that many
+    öre off, which leaves the file valid but its balances inconsistent.
 
     The file appears complete or not at all (written under a temporary name in the same directory,
     then ``os.replace``). Identical arguments give byte-identical files.
@@ -456,6 +470,8 @@ def write_answer_file(
         principals=principals,
         transactions_per_principal=transactions_per_principal,
     )
+    if balance_offset_ore:
+        blocks = _offset_first_balance(blocks, balance_offset_ore)
     fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as raw:

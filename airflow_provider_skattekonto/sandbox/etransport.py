@@ -66,6 +66,7 @@ class AnswerFile:
     seed: int
     size: int | None = None
     sha256: str | None = None
+    balance_offset_ore: int = 0  # a 'wrong_balance' fault: the first principal's balance is this far off
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -91,6 +92,7 @@ class AnswerFile:
             "created_at": self.created_at.isoformat(),
             "file_id": self.file_id,
             "generated": self.generated,
+            **({"balance_offset_ore": self.balance_offset_ore} if self.balance_offset_ore else {}),
         }
 
 
@@ -190,6 +192,9 @@ class FileProduction:
             path=self.directory / name,
             seed=settings.seed,
         )
+        wrong = self._faults.take_production("wrong_balance", day, orderer)
+        if wrong is not None:
+            answer.balance_offset_ore = wrong.ore
         self._files[name] = answer
         return answer
 
@@ -281,6 +286,7 @@ class FileProduction:
                 seed=answer.seed,
                 principals=settings.principals_per_orderer,
                 transactions_per_principal=settings.transactions_per_principal,
+                balance_offset_ore=answer.balance_offset_ore,
             )
             answer.size, answer.sha256 = size, sha256
             with self._lock:

@@ -18,13 +18,16 @@ Kinds:
   the ``x-checksum-sha256`` header still names the true checksum.
 * ``late`` (file production): the file of a morning is delivered ``minutes`` after 07:00.
 * ``missing`` (file production): no file is produced for a morning.
+* ``wrong_balance`` (file production): the file of a morning states the first principal's Skatteverket
+  balance ``ore`` öre off (the file is otherwise valid: its trailer does not cover balances); the balance
+  continuity check must catch it.
 * ``duplicate_listing``: the listing names the same file twice.
 * ``expire_tokens``: every access token issued so far expires now (applied at once, not stored).
 
 ``status``, ``drop`` and ``drop_mid_response`` take ``after=True`` to strike *after* the request was
 processed: an order is recorded (or a token issued) but the client sees the failure.
-``late`` and ``missing`` may be limited to one ``morning`` (a date) and/or one ``orderer`` (org number);
-each produced file consumes one use.
+``late``, ``missing`` and ``wrong_balance`` may be limited to one ``morning`` (a date) and/or one
+``orderer`` (org number); each produced file consumes one use.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ __all__ = [
 
 REQUEST_KINDS = frozenset({"status", "slow", "drop", "drop_mid_response"})
 DOWNLOAD_KINDS = frozenset({"truncate", "corrupt"})
-PRODUCTION_KINDS = frozenset({"late", "missing"})
+PRODUCTION_KINDS = frozenset({"late", "missing", "wrong_balance"})
 FAULT_KINDS = (
     "status",
     "slow",
@@ -69,6 +72,7 @@ FAULT_KINDS = (
     "corrupt",
     "late",
     "missing",
+    "wrong_balance",
     "duplicate_listing",
     "expire_tokens",
 )
@@ -89,6 +93,7 @@ _DEFAULT_TARGET = {
     "corrupt": ROUTE_ETRANSPORT_DOWNLOAD,
     "late": "etransport",
     "missing": "etransport",
+    "wrong_balance": "etransport",
     "duplicate_listing": ROUTE_ETRANSPORT_LIST,
     "expire_tokens": "token",
 }
@@ -112,6 +117,7 @@ class Fault:
     send_bytes: int | None = None
     count: int = 1
     minutes: float = 0.0
+    ore: int = 0
     morning: dt.date | None = None
     orderer: str | None = None
     after: bool = False
@@ -155,6 +161,7 @@ class Fault:
             "send_bytes": self.send_bytes,
             "count": self.count if self.kind == "corrupt" else None,
             "minutes": self.minutes or None,
+            "ore": self.ore or None,
             "morning": self.morning.isoformat() if self.morning else None,
             "orderer": self.orderer,
             "after": self.after or None,
@@ -173,6 +180,12 @@ def _number(value: Any, name: str, *, minimum: float = 0.0, allow_none: bool = F
     if number < minimum:
         raise FaultError(f"Fault parameter {name!r} must be >= {minimum}, got {value!r}")
     return number
+
+
+def _whole(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).lstrip("-").isdigit():
+        raise FaultError(f"Fault parameter {name!r} must be a whole number, got {value!r}")
+    return int(value)
 
 
 def _validated(fault: Fault) -> Fault:
@@ -196,6 +209,10 @@ def _validated(fault: Fault) -> Fault:
         raise FaultError("Fault kind 'slow' needs 'seconds' > 0")
     if fault.kind == "late" and not fault.minutes > 0:
         raise FaultError("Fault kind 'late' needs 'minutes' > 0")
+    if fault.kind == "wrong_balance" and not fault.ore:
+        raise FaultError("Fault kind 'wrong_balance' needs 'ore' (a non-zero whole number of öre)")
+    if fault.ore and fault.kind != "wrong_balance":
+        raise FaultError(f"Fault parameter 'ore' only applies to kind 'wrong_balance', not {fault.kind!r}")
     download_targets = (ROUTE_ETRANSPORT_DOWNLOAD, "etransport", "*")
     if fault.kind in DOWNLOAD_KINDS and fault.target not in download_targets and not fault.target.startswith("/"):
         raise FaultError(f"Fault kind {fault.kind!r} only applies to downloads (target etransport_download)")
@@ -219,6 +236,7 @@ _FIELDS = {
     "bytes",
     "count",
     "minutes",
+    "ore",
     "morning",
     "orderer",
     "after",
@@ -254,6 +272,7 @@ def fault_from_json(payload: Mapping[str, Any]) -> Fault:
         send_bytes=int(_number(send_bytes, "send_bytes") or 0) if send_bytes is not None else None,
         count=int(_number(payload.get("count", 1), "count") or 0),
         minutes=_number(payload.get("minutes", 0), "minutes") or 0.0,
+        ore=_whole(payload.get("ore", 0), "ore"),
         morning=morning_date,
         orderer=str(payload["orderer"]) if payload.get("orderer") else None,
         after=bool(payload.get("after", False)),
@@ -279,7 +298,7 @@ class FaultInjector:
         """Add a fault: ``add("status", "bestall", status=503)``, ``add("slow", "token", seconds=2)``...
 
         ``params`` are the JSON fields (``status``, ``retry_after``, ``seconds``, ``send_bytes``,
-        ``count``, ``minutes``, ``morning``, ``orderer``, ``after``). Returns the stored fault.
+        ``count``, ``minutes``, ``ore``, ``morning``, ``orderer``, ``after``). Returns the stored fault.
         """
         payload: dict[str, Any] = {"kind": kind, "times": times, **params}
         if target is not None:
@@ -376,7 +395,7 @@ class FaultInjector:
         return None
 
     def take_production(self, kind: str, morning: dt.date, orderer: str) -> Fault | None:
-        """Consume one use of the first ``late``/``missing`` fault covering ``orderer``'s ``morning`` file."""
+        """Consume one use of the first production fault of ``kind`` covering ``orderer``'s ``morning`` file."""
         with self._lock:
             for fault in self._faults:
                 if fault.kind == kind and fault.matches_production(morning, orderer):

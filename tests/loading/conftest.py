@@ -15,6 +15,7 @@ plugin (``addopts = -p tests.plugins.airflow_env``), loaded before any test modu
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import uuid
@@ -218,3 +219,29 @@ def _warehouse(kind: str, tmp_path: Path) -> Iterator[Warehouse]:
             extra()
         if cleanup is not None:
             cleanup()
+
+
+@pytest.fixture
+def sqlite_conn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
+    conn_id = f"wh_{uuid.uuid4().hex[:8]}"
+    db = tmp_path / "warehouse.db"
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "sqlite", "host": str(db)}))
+    return conn_id, db
+
+
+@pytest.fixture
+def pg_conn(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
+    require_postgres()
+    import psycopg
+
+    conn_id = f"pg_{uuid.uuid4().hex[:8]}"
+    schema = f"test_op_{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{conn_id.upper()}",
+        json.dumps({"conn_type": "postgres", "host": "127.0.0.1", "login": "postgres", "schema": "test", "port": 5432}),
+    )
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    yield conn_id, schema
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

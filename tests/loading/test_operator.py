@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from airflow_provider_skattekonto.loading import SnapshotLoadError
 from airflow_provider_skattekonto.operators.load import SkattekontoToSqlOperator, dialect_of
 from airflow_provider_skattekonto.sandbox import data
 
-from .conftest import PG_DSN, require_postgres
+from .conftest import PG_DSN
 
 pytestmark = pytest.mark.airflow_db
 
@@ -79,32 +79,6 @@ def load_dag(run_dag_file: RunDagFile, file: Any, conn_id: str, *, via_xcom: boo
     dag_id = f"load_{uuid.uuid4().hex[:10]}"
     config = {"dag_id": dag_id, "file": file, "conn_id": conn_id, "via_xcom": via_xcom, "kwargs": kwargs}
     return run_dag_file(dag_id, DAG_SOURCE.format(config=json.dumps(config)))["load"]
-
-
-@pytest.fixture
-def sqlite_conn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
-    conn_id = f"wh_{uuid.uuid4().hex[:8]}"
-    db = tmp_path / "warehouse.db"
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "sqlite", "host": str(db)}))
-    return conn_id, db
-
-
-@pytest.fixture
-def pg_conn(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
-    require_postgres()
-    import psycopg
-
-    conn_id = f"pg_{uuid.uuid4().hex[:8]}"
-    schema = f"test_op_{uuid.uuid4().hex[:10]}"
-    monkeypatch.setenv(
-        f"AIRFLOW_CONN_{conn_id.upper()}",
-        json.dumps({"conn_type": "postgres", "host": "127.0.0.1", "login": "postgres", "schema": "test", "port": 5432}),
-    )
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    yield conn_id, schema
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def sqlite_rows(db: Path, sql: str) -> list[tuple[Any, ...]]:

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -319,3 +320,28 @@ def test_files_are_generated_with_the_configured_size(sandbox: Sandbox, sandbox_
     big = sandbox.produce_file(dt.date(2026, 3, 9), "orderer")
     assert big.size is not None and small.size is not None
     assert big.size > small.size
+
+
+def test_wrong_balance_fault_offsets_one_balance_of_one_morning(sandbox: Sandbox) -> None:
+    """The ``wrong_balance`` fault (admin JSON) states the first principal's balance off; the rest is intact
+    and the file stays valid (its trailer does not cover balances). The continuity check catches it
+    (tests/loading/test_check_operator.py)."""
+    from airflow_provider_skattekonto.domain.answer_file import parse_answer_file
+    from airflow_provider_skattekonto.domain.records import Balance
+
+    def balances(path: Path) -> list[Balance]:
+        with path.open("rb") as stream:
+            return [r for r in parse_answer_file(stream, source_name=path.name) if isinstance(r, Balance)]
+
+    with httpx.Client(base_url=sandbox.base_url, verify=str(sandbox.pki.ca_cert_path)) as client:
+        added = client.post("/_sandbox/faults", json={"kind": "wrong_balance", "ore": -4200, "morning": "2026-03-10"})
+    assert added.status_code == 201, added.text
+    honest = balances(sandbox.produce_file(dt.date(2026, 3, 9)).path)
+    wrong = sandbox.produce_file(dt.date(2026, 3, 10))
+    assert wrong.admin_json()["balance_offset_ore"] == -4200
+    sandbox.faults.reset()  # the same morning again, without the fault, for comparison
+    expected = balances(sandbox.produce_file(dt.date(2026, 3, 10)).path)
+    got = balances(wrong.path)
+    assert [b.principal for b in got] == [b.principal for b in expected] == [b.principal for b in honest]
+    assert got[0].balance_skatteverket_ore == expected[0].balance_skatteverket_ore - 4200
+    assert got[1:] == expected[1:]
