@@ -1,4 +1,4 @@
-"""Every business morning: order the Skattekonto file, wait for it on E-transport, load it.
+"""Every business morning: order the Skattekonto file, wait for it on E-transport, load it, check it.
 
 Connections (see README): ``skattekonto_default`` (type ``skattekonto``: certificate, keys, E-transport
 source, archive) and ``skattekonto_warehouse`` (any common-sql database: sqlite, postgres, ...).
@@ -22,6 +22,7 @@ import datetime as dt
 from airflow.sdk import DAG, Asset
 
 from airflow_provider_skattekonto.operators.bestall import BestallOperator
+from airflow_provider_skattekonto.operators.check import SkattekontoBalanceCheckOperator
 from airflow_provider_skattekonto.operators.load import SkattekontoToSqlOperator
 from airflow_provider_skattekonto.sensors.etransport import ETransportFileSensor
 from airflow_provider_skattekonto.timetables.delivery import DeliveryMorningTimetable
@@ -54,4 +55,11 @@ with DAG(
         sql_conn_id=WAREHOUSE_CONN_ID,
         outlets=[SKATTEKONTO_LOADED],
     )
-    order >> wait >> load
+    # previous balance + new transactions - gone ones == this morning's balance, per principal (read-only)
+    check = SkattekontoBalanceCheckOperator(
+        task_id="check_balances",
+        sql_conn_id=WAREHOUSE_CONN_ID,
+        file_id=load.output,
+        on_break="fail",
+    )
+    order >> wait >> load >> check

@@ -3,8 +3,9 @@
 Starts the sandbox (real HTTPS with client certificates) with its clock at Monday 20:00, in real time
 until the order is in (so a slow start can never miss the 03:00 cutoff), then running 900x. Runs
 ``example_dags/skattekonto_daily.py`` for Tuesday's delivery morning with real Airflow (``dag.test()``,
-triggers included): order -> wait for 07:00 -> download -> parse -> load, then loads the same morning
-again to show it is a no-op, and prints what the warehouse holds.
+triggers included): order -> wait for 07:00 -> download -> parse -> load -> balance check, then loads the
+same morning again to show it is a no-op, then the next morning (the clock jumps to it once that order is
+in), and prints a line of the change feed, the balance check's result and what the warehouse holds.
 """
 
 from __future__ import annotations
@@ -78,12 +79,63 @@ def summary(db: Path) -> str:
     return "\n".join(lines)
 
 
-def speed_up_after_order(sandbox, stop: threading.Event) -> None:
-    """Let the night fly by (SPEED x) once the sandbox has the order: waiting for 07:00 costs seconds."""
+def speed_up_after_order(sandbox, stop: threading.Event, orders: int = 1, jump_to: dt.datetime | None = None) -> None:
+    """Let the night fly by (SPEED x) once the sandbox has ``orders`` orders: waiting for 07:00 costs seconds.
+    With ``jump_to``, the clock first jumps there (shortly before the next morning's 07:00)."""
     while not stop.wait(0.1):
-        if sandbox.orders():
-            sandbox.clock.set(speed=SPEED)
+        if len(sandbox.orders()) >= orders:
+            sandbox.clock.set(now=jump_to, speed=SPEED)
             return
+
+
+def task_results(dag_run) -> dict:
+    """``{task_id: (state, return value)}`` of a finished ``dag.test()`` run."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    class Row:
+        def __init__(self, value) -> None:
+            self.value = value
+
+    results = {}
+    with create_session() as session:
+        for ti in dag_run.get_task_instances(session=session):
+            value = (
+                session.query(XComModel.value)
+                .filter_by(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, key="return_value")
+                .scalar()
+            )
+            results[ti.task_id] = (str(ti.state), None if value is None else XComModel.deserialize_value(Row(value)))
+    return results
+
+
+def feed_line(db: Path, load: dict) -> str:
+    """One line of the change feed: what the file brought, and one new transaction from it."""
+    with sqlite3.connect(db) as conn:
+        example = conn.execute(
+            "SELECT principal, transaction_date, transaction_text, amount_skatteverket_ore"
+            " FROM skattekonto_transaction_changes WHERE file_id = ? AND change = 'new'"
+            " AND amount_skatteverket_ore IS NOT NULL ORDER BY principal, sequence_no LIMIT 1",
+            (load["file_id"],),
+        ).fetchone()
+    line = (
+        f"Change feed of {load['file_name']}: {load['transactions_new']} transactions new,"
+        f" {load['transactions_gone']} gone"
+    )
+    if example:
+        principal, date, text, amount = example
+        line += f"; e.g. new: {principal} {date} {text!r} {amount / 100:,.2f} kr".replace(",", " ")
+    return line
+
+
+def check_line(load: dict, check: dict | None) -> str:
+    if not check:
+        return f"Balance check of {load['file_name']}: no result"
+    verdict = "all consistent" if check["ok"] else f"{check['break_count']} breaks in {check['principals']}"
+    return (
+        f"Balance check of {load['file_name']}: {check['checked']} balances checked against the previous morning"
+        f" ({check['chain_starts']} start a reconciliation period), {verdict}"
+    )
 
 
 def main() -> int:
@@ -113,15 +165,33 @@ def main() -> int:
         ordered = threading.Event()
         watcher = threading.Thread(target=speed_up_after_order, args=(sandbox, ordered), daemon=True)
         watcher.start()
+        results = {}
         try:
             for attempt in ("first run", "same morning again"):
                 dag_run = dag.test(logical_date=start)
-                states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
-                runs[attempt] = states
-                print(f"{attempt}: {states}")
+                results = task_results(dag_run)
+                runs[attempt] = {task: state for task, (state, _) in results.items()}
+                print(f"{attempt}: {runs[attempt]}")
+                watcher.join(5)
+                # Tuesday morning in real time again, however long the run took
+                sandbox.clock.set(now=(start + dt.timedelta(days=1)).replace(hour=8, minute=0), speed=1.0)
+            # the next morning: real time until its order is in, then a jump to just before its 07:00
+            next_morning = (start + dt.timedelta(days=2)).replace(hour=6, minute=58)
+            watcher = threading.Thread(
+                target=speed_up_after_order, args=(sandbox, ordered, 2, next_morning), daemon=True
+            )
+            watcher.start()
+            dag_run = dag.test(logical_date=start + dt.timedelta(days=1))
+            results = task_results(dag_run)
+            runs["next morning"] = {task: state for task, (state, _) in results.items()}
+            print(f"next morning: {runs['next morning']}")
         finally:
             ordered.set()
             watcher.join(5)
+        load = results.get("load", (None, None))[1]
+        if load:
+            print(feed_line(warehouse, load))
+            print(check_line(load, results.get("check_balances", (None, None))[1]))
         orders = sandbox.orders()
         print(f"Orders the sandbox accepted: {len(orders)} ({', '.join(o.client_correlation_id for o in orders)})")
         print(f"Sandbox clock now: {sandbox.clock.now():%A %Y-%m-%d %H:%M}")

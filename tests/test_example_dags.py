@@ -69,9 +69,14 @@ def test_daily_dag_orders_waits_and_loads(
         "bestall": "success",
         "wait_for_file": "success",
         "load": "success",
+        "check_balances": "success",
     }
     assert results["bestall"][1]["delivery_morning"] == "2026-12-01T07:00:00+01:00"
     loaded = results["load"][1]
+    assert loaded["transactions_new"] == loaded["transaction_count"]  # the first load: everything is new
+    checked = results["check_balances"][1]
+    assert checked["ok"] and checked["file_ids"] == [loaded["file_id"]]
+    assert checked["chain_starts"] == loaded["principal_count"]
     with sqlite3.connect(warehouse) as conn:
         (principals,) = conn.execute("SELECT COUNT(*) FROM skattekonto_balances").fetchone()
         (transactions,) = conn.execute("SELECT COUNT(*) FROM skattekonto_transactions").fetchone()
