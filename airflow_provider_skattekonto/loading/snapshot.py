@@ -225,31 +225,65 @@ def ddl_statements(*, dialect: str, prefix: str = DEFAULT_PREFIX, schema: str | 
 def ensure_tables(conn: Any, *, dialect: str, prefix: str = DEFAULT_PREFIX, schema: str | None = None) -> None:
     """Create the three tables, the change-feed tables and the ready views if they are missing, and commit.
 
-    Existing tables are left as they are (no migration). ``sqlite`` and ``postgresql`` use
-    ``CREATE TABLE IF NOT EXISTS``; ``generic`` probes each table with a ``SELECT`` and creates it
-    when the probe fails.
+    Creation is serialised across connections (PostgreSQL advisory lock; SQLite's write lock), so
+    concurrent first loads into a fresh schema do not race. Existing tables are not migrated: they are
+    checked against this version's layout (:data:`~airflow_provider_skattekonto.loading.schema.SCHEMA_VERSION`)
+    and a difference raises :class:`SnapshotLoadError` saying what differs and how to migrate.
+    ``sqlite`` and ``postgresql`` use ``CREATE TABLE IF NOT EXISTS``; ``generic`` probes each table with a
+    ``SELECT`` and creates it when the probe fails.
     """
+    from airflow_provider_skattekonto.loading import schema as layout
+
     dialect = _check_dialect(dialect)
     names = table_names(prefix, schema)
     statements = ddl_statements(dialect=dialect, prefix=prefix, schema=schema)
     tables = (names.files, names.balances, names.transactions)
-    if dialect != "generic":
-        with _transaction(conn, dialect) as cur:
-            for statement in statements:
-                cur.execute(statement.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1))
-    else:
-        # generic: one short transaction per table, so a failed probe never poisons the next statement
-        for table, statement in zip(tables, statements, strict=True):
-            try:
-                with _transaction(conn, dialect) as cur:
-                    cur.execute(f"SELECT 1 FROM {table} WHERE 1 = 0")
-                    cur.fetchall()
-            except Exception:
-                with _transaction(conn, dialect) as cur:
-                    cur.execute(statement)
-    from airflow_provider_skattekonto.loading.views import ensure_feed_and_views
+    with layout.ddl_lock(conn, dialect, names.files, _transaction):
+        if dialect != "generic":
+            with _transaction(conn, dialect) as cur:
+                _check_tables(cur, dialect, prefix, schema)
+                for statement in statements:
+                    cur.execute(statement.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1))
+        else:
+            # generic: one short transaction per table, so a failed probe never poisons the next statement
+            for table, statement in zip(tables, statements, strict=True):
+                try:
+                    with _transaction(conn, dialect) as cur:
+                        cur.execute(f"SELECT 1 FROM {table} WHERE 1 = 0")
+                        cur.fetchall()
+                except Exception:
+                    with _transaction(conn, dialect) as cur:
+                        cur.execute(statement)
+        from airflow_provider_skattekonto.loading.views import ensure_feed_and_views
 
-    ensure_feed_and_views(conn, dialect=dialect, prefix=prefix, schema=schema)  # change feed and ready views
+        ensure_feed_and_views(conn, dialect=dialect, prefix=prefix, schema=schema)  # change feed and ready views
+        if dialect != "generic":
+            with _transaction(conn, dialect) as cur:
+                layout.record_version(cur, layout.version_table(names), _TYPES[dialect]["int"])
+
+
+def _idle(conn: Any) -> bool:
+    """True when a PostgreSQL connection (psycopg 3 or psycopg2) has no transaction open."""
+    status = getattr(getattr(conn, "info", None), "transaction_status", None)  # psycopg 3
+    if status is None and hasattr(conn, "get_transaction_status"):  # psycopg2
+        status = conn.get_transaction_status()
+    return status is not None and int(status) == 0  # IDLE is 0 in both
+
+
+def _check_tables(cur: Any, dialect: str, prefix: str, schema: str | None) -> None:
+    """Fail fast (:class:`SnapshotLoadError`) if existing tables have another layout or schema version."""
+    from airflow_provider_skattekonto.loading import schema as layout
+    from airflow_provider_skattekonto.loading.change_feed import feed_ddl_statements
+
+    if dialect == "generic":
+        return
+    names = table_names(prefix, schema)
+    version_table = layout.version_table(names)
+    layout.check_version(layout.stored_version(cur, dialect, version_table), version_table)
+    feed = [table for table, _ in feed_ddl_statements(dialect=dialect, prefix=prefix, schema=schema)]
+    layout.check_layout(
+        cur, dialect, layout.expected_layout(ddl_statements(dialect=dialect, prefix=prefix, schema=schema) + feed)
+    )
 
 
 # -------------------------------------------------------------------------------------------- result
@@ -1083,7 +1117,11 @@ def load_answer_file(
             raise SnapshotLoadError(f"{file_name}: expected orderer {expected_orderer!r} is invalid: {exc}") from None
 
     it = iter(records)
+    fresh = dialect == "postgresql" and _idle(conn)
     with _transaction(conn, dialect) as cur:
+        if fresh:  # the snapshot decisions must see what a load we waited for committed
+            cur.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        _check_tables(cur, dialect, prefix, schema)
         db = _Db(conn, cur, dialect, names)
         header = next(it, None)
         if not isinstance(header, FileHeader):

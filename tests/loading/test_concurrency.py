@@ -105,3 +105,53 @@ def test_the_same_file_loaded_twice_concurrently_loads_once(pg_warehouse: Wareho
             b.join(60)
     assert sorted(r.noop for r in results) == [False, True], results
     assert amounts(pg_warehouse, P1) == [("F1", 1)] * 3
+
+
+def test_loads_run_read_committed_even_when_the_database_default_is_repeatable_read(
+    pg_warehouse: Warehouse,
+) -> None:
+    """A second load that waited for the first sees its rows (no UniqueViolation from an old snapshot)."""
+    inside, release = threading.Event(), threading.Event()
+    results: dict[str, Any] = {}
+
+    def connect() -> Any:
+        conn = pg_warehouse.connect()
+        cur = conn.cursor()
+        cur.execute("SET default_transaction_isolation = 'repeatable read'")
+        cur.close()
+        conn.commit()
+        return conn
+
+    def paused(stream: Iterator[Record]) -> Iterator[Record]:
+        yield next(stream)
+        inside.set()
+        assert release.wait(60)
+        yield from stream
+
+    def run(name: str, stream: Iterator[Record]) -> None:
+        conn = connect()
+        try:
+            results[name] = pg_warehouse.load(stream, sha256=fake_sha(name), conn=conn)
+        except BaseException as exc:  # reported below
+            results[name] = exc
+        finally:
+            conn.close()
+
+    a = threading.Thread(target=run, args=("F3", paused(records(header("F3", at(3)), [block(P1, 31)]))))
+    b = threading.Thread(target=run, args=("F2", records(header("F2", at(2)), [block(P1, 21), block(P2, 22)])))
+    a.start()
+    try:
+        assert inside.wait(60)
+        b.start()
+        deadline = time.monotonic() + 60
+        while _waiting_advisory_locks(pg_warehouse) == 0:
+            assert time.monotonic() < deadline, "the second load never waited for the first"
+            time.sleep(0.05)
+    finally:
+        release.set()
+        a.join(60)
+        if b.ident is not None:
+            b.join(60)
+    assert all(isinstance(r, LoadResult) for r in results.values()), results
+    assert (results["F2"].principals_skipped_older, results["F2"].principals_loaded) == (1, 1)
+    assert amounts(pg_warehouse, P1) == [("F3", 31)]
