@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 import httpx
 
+from airflow_provider_skattekonto.checksums import sha256_of
 from airflow_provider_skattekonto.domain.calendar import STOCKHOLM
 from airflow_provider_skattekonto.domain.remote_files import (
     DEFAULT_FILE_PATTERN,
@@ -450,7 +451,7 @@ class ETransportHook(SkattekontoHook):
         _check_inside(root, final)
         folder.mkdir(parents=True, exist_ok=True)
         _check_inside(root, final)
-        if file.sha256 and final.exists() and _sha256_of(final) == file.sha256:
+        if file.sha256 and final.exists() and _archived_sha256(final) == file.sha256:
             self.log.info("%s is already archived at %s (same SHA-256); not downloading again", file.name, final)
             return StoredFile(file, str(final), file.sha256, final.stat().st_size, already_archived=True)
 
@@ -531,12 +532,9 @@ def _check_inside(root: ObjectStoragePath, path: ObjectStoragePath) -> None:
         )
 
 
-def _sha256_of(path: ObjectStoragePath) -> str:
-    hasher = hashlib.sha256()
+def _archived_sha256(path: ObjectStoragePath) -> str:
     with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK_SIZE):
-            hasher.update(chunk)
-    return hasher.hexdigest()
+        return sha256_of(handle)[0]
 
 
 LOCAL_EXECUTORS = ("LocalExecutor", "SequentialExecutor", "DebugExecutor")

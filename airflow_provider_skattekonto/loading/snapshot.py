@@ -37,6 +37,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
+from airflow_provider_skattekonto.checksums import sha256_of
 from airflow_provider_skattekonto.domain.identifiers import InvalidIdentifierError, normalize_organisation_number
 from airflow_provider_skattekonto.domain.records import (
     Balance,
@@ -1279,16 +1280,6 @@ class VerifiedChunks:
                 f"{self.name}: sha256 of the bytes read is {actual}, expected {self.expected}; the file is not "
                 "the one announced (changed after download?). Nothing was loaded; download it again."
             )
-
-
-def sha256_of(stream: BinaryIO, chunk_size: int = 1 << 20) -> tuple[str, int]:
-    """``(sha256 hex, size)`` of a binary stream, read to its end."""
-    digest = hashlib.sha256()
-    size = 0
-    while chunk := stream.read(chunk_size):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def load_answer_stream(
