@@ -39,8 +39,9 @@ class DeliveryMorningTimetable(Timetable):
     * Weekends, Swedish public holidays, midsommarafton, julafton, nyårsafton and ``closed_dates``
       have no run. Backfills (catchup) create runs for past mornings; BestallOperator does not order
       for them and the sensor fetches the file that was delivered then (or skips if there is none).
-    * Run ids name the morning: ``scheduled__2026-11-19_0700__...`` is the run of the 19 November
-      file, although its logical date (``data_interval_start``) is the previous morning.
+    * Scheduled and manual run ids name the morning: ``scheduled__2026-11-19_0700__...`` is the run of
+      the 19 November file, although its logical date (``data_interval_start``) is the previous
+      morning. (Airflow names backfill runs itself, ``backfill__<run_after>``.)
       ``airflow backfill create --from-date 2026-11-19 --to-date 2026-11-25`` covers exactly the
       mornings dated 19-25 November.
     * With ``catchup=False`` the scheduler never creates a run for a morning whose cutoff has passed:

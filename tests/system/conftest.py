@@ -250,7 +250,13 @@ class AirflowStack:
 
 
 def _env(
-    home: Path, database_url: str, api_port: int, sandbox: Sandbox, morning: dt.datetime, warehouse: Path
+    home: Path,
+    database_url: str,
+    api_port: int,
+    sandbox: Sandbox,
+    morning: dt.datetime,
+    warehouse: Path,
+    warehouse_pg: str,
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_HOME"))}
     archive = home / "archive"
@@ -286,8 +292,14 @@ def _env(
             "SKATTEKONTO_SYSTEM_MORNING": morning.isoformat(),
             "AIRFLOW_CONN_SKATTEKONTO_DEFAULT": json.dumps(connection),
             "AIRFLOW_CONN_SKATTEKONTO_WAREHOUSE": json.dumps({"conn_type": "sqlite", "host": str(warehouse)}),
+            "AIRFLOW_CONN_SKATTEKONTO_WAREHOUSE_PG": json.dumps(
+                {"conn_type": "postgres", "host": PG_HOST, "port": PG_PORT, "login": "postgres", "schema": warehouse_pg}
+            ),
         }
     )
+    for n in range(4):  # the representatives DAG: two organisations, each on two connections
+        identity = sandbox.airflow_connection(("orderer", "orderer2")[n % 2], archive_url=archive.as_uri())
+        env[f"AIRFLOW_CONN_SKATTEKONTO_REP_{n}"] = json.dumps(identity)
     return env
 
 
@@ -298,13 +310,14 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowS
     home = tmp_path_factory.mktemp("airflow-system")
     (home / "logs").mkdir()
     database = PostgresDatabase("skattekonto_system")
+    warehouse_pg = PostgresDatabase("skattekonto_warehouse")
     sandbox = Sandbox.start(home / "sandbox")
     morning = last_morning(dt.datetime.now(STOCKHOLM))
     api_port = free_port()
     warehouse = home / "warehouse.db"
     stack = AirflowStack(
         home=home,
-        env=_env(home, database.sqlalchemy_url, api_port, sandbox, morning, warehouse),
+        env=_env(home, database.sqlalchemy_url, api_port, sandbox, morning, warehouse, warehouse_pg.name),
         api_url=f"http://127.0.0.1:{api_port}",
         sandbox=sandbox,
         morning=morning,
@@ -326,6 +339,7 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowS
         stack.stop_all()
         sandbox.stop()
         database.drop()
+        warehouse_pg.drop()
         for component in COMPONENTS:
             print(f"--- {component} (last lines) ---\n{stack.log_tail(component, 15)}")
 
@@ -335,7 +349,7 @@ def _dags_parsed(stack: AirflowStack) -> bool:
         dags = stack.api("GET", "/dags", params={"tags": "skattekonto-system", "limit": 100})["dags"]
     except (httpx.HTTPError, AssertionError):
         return False
-    return len(dags) >= 8
+    return len(dags) >= 9
 
 
 @pytest.fixture

@@ -117,10 +117,9 @@ def test_f_triggerer_sigterm_and_scheduler_sigkill(stack: AirflowStack) -> None:
     now = dt.datetime(2026, 12, 1, 10, 0, tzinfo=STOCKHOLM)
     wednesday = dt.datetime(2026, 12, 2, 7, 0, tzinfo=STOCKHOLM)
     stack.sandbox.reset(now=now, speed=1.0)
-    stack.sandbox.faults.slow("bestall", 15)  # the order call takes 15 s: the scheduler dies meanwhile
+    stack.sandbox.faults.slow("bestall", 45)  # the order call takes 45 s: the scheduler dies meanwhile
     stack.unpause("sys_restart")
-    stack.cli("dags", "trigger", "sys_restart")
-    run_id = only_new_run(stack, "sys_restart", set())["dag_run_id"]
+    run_id = stack.api("POST", "/dags/sys_restart/dagRuns", json={"logical_date": None})["dag_run_id"]
     stack.wait_for_task("sys_restart", run_id, "bestall", ("running",))
     stack.signal("scheduler", signal.SIGKILL)
     stack.start("scheduler")
@@ -137,8 +136,13 @@ def test_f_triggerer_sigterm_and_scheduler_sigkill(stack: AirflowStack) -> None:
 
 
 def morning_of(run_id: str) -> dt.date:
-    """The delivery morning a run id names (``<type>__2026-11-19_0700__<run_after>``)."""
+    """The delivery morning a scheduled or manual run's id names (``<type>__2026-11-19_0700__<run_after>``)."""
     return dt.date.fromisoformat(run_id.split("__")[1].removesuffix("_0700"))
+
+
+def interval_morning(run: dict[str, Any]) -> dt.date:
+    """The delivery morning of a run with a data interval: its end (backfill run ids name the run_after)."""
+    return dt.datetime.fromisoformat(run["data_interval_end"].replace("Z", "+00:00")).astimezone(STOCKHOLM).date()
 
 
 def test_b_unpause_after_a_pause(stack: AirflowStack) -> None:
@@ -167,6 +171,7 @@ def test_b_unpause_after_a_pause(stack: AirflowStack) -> None:
         lambda: (r := stack.dag_runs("sys_pause_on")) and len(r) >= len(expected) and r, 180, "the catch-up runs"
     )
     assert sorted(morning_of(r["dag_run_id"]) for r in runs) == expected
+    assert all(morning_of(r["dag_run_id"]) == interval_morning(r) for r in runs)
     missed = {r["dag_run_id"] for r in runs if morning_of(r["dag_run_id"]) < current.date()}
     for run_id in missed:
         stack.wait_for_task("sys_pause_on", run_id, "bestall", ("success",), timeout=300)
@@ -193,11 +198,11 @@ def test_c_backfill_across_an_outage(stack: AirflowStack) -> None:
         stack.cli(*args, *(["--run-backwards"] if backwards else []))
     for dag_id in ("sys_backfill", "sys_backfill_back"):
         runs = wait_until(lambda d=dag_id: len(r := stack.dag_runs(d)) >= 3 and r, 120, f"{dag_id}'s backfill runs")
-        assert sorted(morning_of(r["dag_run_id"]) for r in runs) == [m.date() for m in mornings]
+        assert sorted(interval_morning(r) for r in runs) == [m.date() for m in mornings]
         for run in runs:
             assert run["run_type"] == "backfill"
             states = stack.wait_for_run(dag_id, run["dag_run_id"], timeout=300)
-            if morning_of(run["dag_run_id"]) == mornings[1].date():
+            if interval_morning(run) == mornings[1].date():
                 assert states == {"bestall": "success", "wait_for_file": "skipped", "load": "skipped"}
             else:
                 assert states == {"bestall": "success", "wait_for_file": "success", "load": "success"}
@@ -209,3 +214,24 @@ def test_c_backfill_across_an_outage(stack: AirflowStack) -> None:
         )
         assert [str(row[0])[:10] for row in newest] == [mornings[2].date().isoformat()], newest
     assert stack.sandbox.orders() == []  # history is never ordered
+
+
+def test_g_representatives_first_run_into_an_empty_postgres_warehouse(stack: AirflowStack) -> None:
+    """Four mapped loads create the warehouse tables at the same moment: all succeed."""
+    stack.sandbox.reset(now=dt.datetime(2026, 12, 1, 10, 0, tzinfo=STOCKHOLM), speed=1.0)
+    stack.unpause("sys_representatives")
+    stack.cli("dags", "trigger", "sys_representatives")
+    run_id = only_new_run(stack, "sys_representatives", set())["dag_run_id"]
+
+    def all_deferred() -> bool:
+        items = stack.api("GET", f"/dags/sys_representatives/dagRuns/{run_id}/taskInstances")["task_instances"]
+        sensors = [ti for ti in items if ti["task_id"].endswith("wait_for_file")]
+        return len(sensors) == 4 and all(ti["state"] == "deferred" for ti in sensors)
+
+    wait_until(all_deferred, 300, "the four sensors to defer", interval=2)
+    time.sleep(10)  # let the scheduler take in the deferring tries (see AirflowStack.wait_deferred)
+    deliver(stack, dt.datetime(2026, 12, 2, 7, 0, tzinfo=STOCKHOLM))
+    stack.wait_for_run("sys_representatives", run_id, timeout=300)
+    items = stack.api("GET", f"/dags/sys_representatives/dagRuns/{run_id}/taskInstances")["task_instances"]
+    loads = {ti["map_index"]: ti["state"] for ti in items if ti["task_id"].endswith("load")}
+    assert loads == {0: "success", 1: "success", 2: "success", 3: "success"}, loads

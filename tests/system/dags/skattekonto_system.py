@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, task_group
 
 from airflow_provider_skattekonto.operators.bestall import BestallOperator
 from airflow_provider_skattekonto.operators.load import SkattekontoToSqlOperator
@@ -61,3 +61,22 @@ sys_restart = chain("sys_restart", end_date=MIDNIGHT - dt.timedelta(days=20))
 with DAG("sys_retry", schedule=None, start_date=MIDNIGHT - dt.timedelta(days=30), tags=["skattekonto-system"]) as dag:
     FailsOnceAfterOrdering(task_id="bestall", retries=1, retry_delay=dt.timedelta(seconds=1))
 sys_retry = dag
+
+# (g) several representatives' first run into an empty PostgreSQL warehouse: concurrent first loads.
+with DAG(
+    "sys_representatives",
+    schedule=None,
+    start_date=MIDNIGHT - dt.timedelta(days=30),
+    max_active_tasks=8,
+    tags=["skattekonto-system"],
+) as dag:
+
+    @task_group
+    def representative(skattekonto_conn_id: str) -> None:
+        order = BestallOperator(task_id="bestall", skattekonto_conn_id=skattekonto_conn_id)
+        wait = ETransportFileSensor(task_id="wait_for_file", skattekonto_conn_id=skattekonto_conn_id, poll_interval=2)
+        load = SkattekontoToSqlOperator(task_id="load", file=wait.output, sql_conn_id="skattekonto_warehouse_pg")
+        order >> wait >> load
+
+    representative.expand(skattekonto_conn_id=[f"skattekonto_rep_{n}" for n in range(4)])
+sys_representatives = dag
