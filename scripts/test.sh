@@ -30,5 +30,11 @@ done
 # System tests: real scheduler, dag-processor, triggerer and api-server processes (tests/system).
 # They run after the unit suite when no pytest arguments were given, or when SKATTEKONTO_SYSTEM_TESTS=1.
 if [ $# -eq 0 ] || [ -n "${SKATTEKONTO_SYSTEM_TESTS:-}" ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,system]"
+  if [ -n "${CI:-}" ] && command -v redis-server >/dev/null 2>&1 \
+    && ! .venv/bin/python -c "import socket; socket.create_connection(('127.0.0.1', 6379), 2)" 2>/dev/null; then
+    echo "Redis is not answering on 127.0.0.1:6379; starting it"
+    redis-server --bind 127.0.0.1 --port 6379 --daemonize yes
+  fi
   .venv/bin/python -m pytest -m system -p no:xdist -q tests/system
 fi

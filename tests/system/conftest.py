@@ -23,6 +23,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,20 +121,26 @@ class AirflowStack:
     warehouse: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     groups: list[int] = field(default_factory=list)
+    archive_url: str | None = None
     _token: str | None = None
 
     # -- processes -----------------------------------------------------------------------------
-    def start(self, component: str, *args: str) -> subprocess.Popen[bytes]:
-        log = (self.home / "logs" / f"{component}.log").open("ab")
+    def start(
+        self, component: str, *args: str, name: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``airflow <component> <args>`` (or ``name`` = the command for non-Airflow programs)."""
+        name = name or component
+        log = (self.home / "logs" / f"{name}.log").open("ab")
+        command = [str(AIRFLOW), component, *args] if component in (*COMPONENTS, "celery") else [component, *args]
         process = subprocess.Popen(
-            [str(AIRFLOW), component, *args],
-            env=self.env,
+            command,
+            env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: its workers are stopped with it
         )
         log.close()
-        self.processes[component] = process
+        self.processes[name] = process
         self.groups.append(process.pid)
         return process
 
@@ -303,11 +310,17 @@ def _env(
     return env
 
 
-@pytest.fixture(scope="session")
-def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
-    """Airflow (LocalExecutor) with its four components as processes, the sandbox, a SQLite warehouse."""
+@contextmanager
+def running_stack(tmp_path_factory: pytest.TempPathFactory, celery: bool = False) -> Iterator[AirflowStack]:
+    """Airflow with its four components as processes, the sandbox, a SQLite and a PostgreSQL warehouse.
+
+    ``celery``: CeleryExecutor (Redis broker, PostgreSQL result backend) with two workers, each with
+    its own AIRFLOW_HOME and temp folder and its own queue, and the archive on S3 (moto server).
+    """
     require_service(PG_HOST, PG_PORT, "PostgreSQL")
-    home = tmp_path_factory.mktemp("airflow-system")
+    if celery:
+        require_service(REDIS_HOST, REDIS_PORT, "Redis")
+    home = tmp_path_factory.mktemp("airflow-celery" if celery else "airflow-local")
     (home / "logs").mkdir()
     database = PostgresDatabase("skattekonto_system")
     warehouse_pg = PostgresDatabase("skattekonto_warehouse")
@@ -324,24 +337,112 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowS
         warehouse=warehouse,
     )
     try:
+        if celery:
+            _celery_setup(stack, database)
         stack.cli("db", "migrate", timeout=600)
         for component in COMPONENTS:
             stack.start(component)
+        if celery:
+            _start_workers(stack)
         wait_until(lambda: reachable("127.0.0.1", api_port), 180, "the api-server to listen")
-        wait_until(
-            lambda: _dags_parsed(stack),
-            240,
-            "the dag-processor to parse tests/system/dags",
-            interval=2,
-        )
+        wait_until(lambda: _dags_parsed(stack), 240, "the dag-processor to parse tests/system/dags", interval=2)
         yield stack
     finally:
         stack.stop_all()
         sandbox.stop()
         database.drop()
         warehouse_pg.drop()
-        for component in COMPONENTS:
-            print(f"--- {component} (last lines) ---\n{stack.log_tail(component, 15)}")
+        for name in stack.processes:
+            print(f"--- {name} (last lines) ---\n{stack.log_tail(name, 15)}")
+
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+def _celery_setup(stack: AirflowStack, database: PostgresDatabase) -> None:
+    """CeleryExecutor settings, unique queues, and an S3 archive on a moto server of our own."""
+    tag = uuid.uuid4().hex[:8]
+    moto_port = free_port()
+    stack.start(
+        str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(moto_port), name="moto"
+    )
+    wait_until(lambda: reachable("127.0.0.1", moto_port), 60, "the moto server to listen")
+    endpoint = f"http://127.0.0.1:{moto_port}"
+    import boto3
+
+    bucket = f"skattekonto-archive-{tag}"
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=bucket)
+    archive_url = f"s3://aws_moto@{bucket}/archive"
+    stack.env.update(
+        {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/0",
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database.sqlalchemy_url.replace("+psycopg2", ""),
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": f"skattekonto-{tag}",
+            "SKATTEKONTO_SYSTEM_QUEUE_A": f"skattekonto-{tag}-a",
+            "SKATTEKONTO_SYSTEM_QUEUE_B": f"skattekonto-{tag}-b",
+            "AIRFLOW_CONN_AWS_MOTO": json.dumps(
+                {
+                    "conn_type": "aws",
+                    "login": "testing",
+                    "password": "testing",
+                    "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+                }
+            ),
+            "AIRFLOW_CONN_SKATTEKONTO_DEFAULT": json.dumps(
+                stack.sandbox.airflow_connection("orderer", archive_url=archive_url)
+            ),
+            # The archive left at its default, $AIRFLOW_HOME/skattekonto/archive: each worker's own disk.
+            "AIRFLOW_CONN_SKATTEKONTO_LOCAL": json.dumps(stack.sandbox.airflow_connection("orderer", archive_url=None)),
+        }
+    )
+    stack.archive_url = archive_url
+
+
+def _start_workers(stack: AirflowStack) -> None:
+    """Two Celery workers, each with its own AIRFLOW_HOME and temp folder; worker 1 also serves queue A,
+    worker 2 queue B, so a DAG can make its sensor and its load run on different workers."""
+    default = stack.env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"]
+    for n, queue in ((1, stack.env["SKATTEKONTO_SYSTEM_QUEUE_A"]), (2, stack.env["SKATTEKONTO_SYSTEM_QUEUE_B"])):
+        worker_home = stack.home / f"worker{n}"
+        (worker_home / "tmp").mkdir(parents=True)
+        env = {
+            "AIRFLOW_HOME": str(worker_home),
+            "TMPDIR": str(worker_home / "tmp"),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(worker_home / "logs"),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        }
+        args = [
+            "worker",
+            "--queues",
+            f"{default},{queue}",
+            "--concurrency",
+            "2",
+            "--celery-hostname",
+            f"w{n}-{queue}@%h",
+        ]
+        stack.start("celery", *args, name=f"worker{n}", env=env)
+
+
+@pytest.fixture(scope="module")
+def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
+    """LocalExecutor."""
+    with running_stack(tmp_path_factory) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def celery_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
+    """CeleryExecutor with two workers and the archive on S3."""
+    with running_stack(tmp_path_factory, celery=True) as stack:
+        yield stack
 
 
 def _dags_parsed(stack: AirflowStack) -> bool:
@@ -349,7 +450,14 @@ def _dags_parsed(stack: AirflowStack) -> bool:
         dags = stack.api("GET", "/dags", params={"tags": "skattekonto-system", "limit": 100})["dags"]
     except (httpx.HTTPError, AssertionError):
         return False
-    return len(dags) >= 9
+    return len(dags) >= 11
+
+
+@pytest.fixture
+def celery(celery_stack: AirflowStack) -> AirflowStack:
+    """The module's Celery stack with the sandbox's faults cleared."""
+    celery_stack.sandbox.faults.reset()
+    return celery_stack
 
 
 @pytest.fixture

@@ -80,3 +80,28 @@ with DAG(
 
     representative.expand(skattekonto_conn_id=[f"skattekonto_rep_{n}" for n in range(4)])
 sys_representatives = dag
+
+# (h) CeleryExecutor: the sensor on worker 1 (queue A), the load on worker 2 (queue B).
+QUEUE_A = os.environ.get("SKATTEKONTO_SYSTEM_QUEUE_A", "default")
+QUEUE_B = os.environ.get("SKATTEKONTO_SYSTEM_QUEUE_B", "default")
+
+
+def celery_chain(dag_id: str, conn_id: str) -> DAG:
+    with DAG(dag_id, schedule=None, start_date=MIDNIGHT - dt.timedelta(days=30), tags=["skattekonto-system"]) as dag:
+        order = BestallOperator(task_id="bestall", skattekonto_conn_id=conn_id)
+        wait = ETransportFileSensor(
+            task_id="wait_for_file", skattekonto_conn_id=conn_id, poll_interval=2, queue=QUEUE_A
+        )
+        load = SkattekontoToSqlOperator(
+            task_id="load",
+            file=wait.output,
+            sql_conn_id="skattekonto_warehouse_pg",
+            table_prefix=f"{dag_id}_",
+            queue=QUEUE_B,
+        )
+        order >> wait >> load
+    return dag
+
+
+sys_celery = celery_chain("sys_celery", "skattekonto_default")  # archive on S3
+sys_celery_local = celery_chain("sys_celery_local", "skattekonto_local")  # archive on the worker's disk
