@@ -130,3 +130,16 @@ def test_retry_after_an_accepted_order_does_not_order_again(
     assert len(sandbox.orders()) == 1
     assert xcom["delivery_morning"] == "2026-12-03T07:00:00+01:00"
     assert "Not ordering again" in logs()
+
+
+def test_logs_local_time_whatever_the_input_zone(
+    sandbox: Any, use_connection: Any, run_dag_file: Any, logs: Any
+) -> None:
+    """A UTC ``delivery_morning`` (as ``{{ data_interval_end }}`` renders) is logged in Stockholm time."""
+    sandbox.clock.set(now=dt.datetime(2026, 11, 30, 12, 0, tzinfo=STOCKHOLM), speed=1.0)
+    use_connection()
+    state, xcom = run_dag_file(*bestall_dag(delivery_morning="2026-11-27T06:00:00+00:00"))["bestall"]
+    assert state == "success" and xcom["delivery_morning"] == "2026-11-27T07:00:00+01:00"
+    text = logs()
+    assert "the cutoff for the file of 2026-11-27T07:00:00+01:00 was 2026-11-27T03:00:00+01:00" in text
+    assert "2026-11-27T06:00:00+00:00" not in text.split("Not ordering", 1)[1].split("\n", 1)[0]
