@@ -214,6 +214,8 @@ class ETransportFileSensor(BaseSensorOperator):
         hook = self._hook()
         try:
             if now is not None:
+                if historical is None:  # started in the triggerer (start_from_trigger): a backfill still counts
+                    historical = self._historical(context, morning, morning)
                 self._missing(hook, morning, deadline, now, historical)
             return self._finish(hook, files, morning, context)
         finally:
