@@ -37,6 +37,7 @@ def test_order_then_wait_across_the_weekend(
 ) -> None:
     # Friday 10:00 -> the order lands in Monday's file; 69 h of sandbox time pass in a few real seconds.
     sandbox.clock.set(now=dt.datetime(2026, 11, 27, 10, 0, tzinfo=STOCKHOLM), speed=40000.0)
+    sandbox.configure(token_lifetime_seconds=30 * 24 * 3600)  # a 1 h token lasts 0.09 s at this speed
     use_connection(archive_url=(tmp_path / "archive").as_uri())
     results = run_dag_file(*chain_dag())
     assert results["bestall"][0] == "success"

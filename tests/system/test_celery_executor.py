@@ -7,6 +7,9 @@ worker 2 (their own queues), so a file archived by one is loaded by the other on
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -50,7 +53,25 @@ def test_h_file_archived_on_one_worker_is_loaded_by_the_other(celery: AirflowSta
 
 
 def test_local_archive_with_celery_warns_and_fails_clearly(celery: AirflowStack) -> None:
-    _, states = run_once(celery, "sys_celery_local")
+    """``archive_url`` on local disk: the sensor warns; the load on the other machine fails naming it.
+
+    Both workers share this machine's disk, so the test makes worker 2 "another machine": it is
+    stopped until the sensor archived the file on worker 1, and worker 1's archive is then removed.
+    """
+    dag_id = "sys_celery_local"
+    celery.sandbox.reset(now=TUESDAY, speed=1.0)
+    celery.unpause(dag_id)
+    worker2 = celery.processes["worker2"].pid
+    os.killpg(worker2, signal.SIGSTOP)
+    try:
+        run_id = celery.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None})["dag_run_id"]
+        celery.wait_deferred(dag_id, run_id, "wait_for_file", timeout=300)
+        celery.sandbox.clock.set(now=WEDNESDAY, speed=1.0)
+        celery.wait_for_task(dag_id, run_id, "wait_for_file", ("success",), timeout=300)
+        shutil.rmtree(celery.home / "worker1" / "skattekonto" / "archive")
+    finally:
+        os.killpg(worker2, signal.SIGCONT)
+    states = celery.wait_for_run(dag_id, run_id, timeout=300)
     assert states == {"bestall": "success", "wait_for_file": "success", "load": "failed"}, states
     assert "a path on this worker's local disk" in task_logs(celery, 1, "sys_celery_local", "wait_for_file")
     load_log = task_logs(celery, 2, "sys_celery_local", "load")
