@@ -264,15 +264,12 @@ def child_main(roles: dict[str, Callable[[dict[str, Any]], dict[str, Any]]]) -> 
 # ------------------------------------------------------------------------------------ the sandbox
 
 
-# The sandbox as shipped sends each answer's headers and body as separate small writes without
-# TCP_NODELAY, so Nagle's algorithm and the client's delayed ACK add about 40 ms to every request. The
-# benchmarks' sandbox process turns TCP_NODELAY on (the handler's standard ``disable_nagle_algorithm``
-# switch) so the figures show client cost, not that artefact; ``nodelay=False`` runs it as shipped.
+# The sandbox answers with TCP_NODELAY (its handler's ``disable_nagle_algorithm``). ``nodelay=False``
+# switches it off to show what Nagle's algorithm and the client's delayed ACK cost (~40 ms per request).
 _LAUNCHER = (
     "import sys\n"
     "from airflow_provider_skattekonto.sandbox import cli, server\n"
-    "if sys.argv[1] == 'nodelay':\n"
-    "    server._Handler.disable_nagle_algorithm = True\n"
+    "server._Handler.disable_nagle_algorithm = sys.argv[1] == 'nodelay'\n"
     "sys.exit(cli.main(sys.argv[2:]))\n"
 )
 
@@ -281,7 +278,7 @@ class SandboxProcess:
     """The sandbox CLI (``skattekonto-sandbox serve``) as a child process.
 
     Admin calls go over HTTPS to ``/_sandbox/...`` (loopback, no client certificate needed).
-    ``nodelay`` (default) turns on TCP_NODELAY in the sandbox's handler (see ``_LAUNCHER``).
+    ``nodelay=False`` turns TCP_NODELAY off in the sandbox's handler (see ``_LAUNCHER``).
     """
 
     def __init__(

@@ -28,7 +28,6 @@ import datetime as dt
 import io
 import itertools
 import operator
-import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, BinaryIO, NamedTuple
 
@@ -562,8 +561,11 @@ def _parse(
         yield from _parse_lines(iter(()), source_name, state)
         return
     yield from _parse_lines(itertools.chain((first,), rest), source_name, state, stop_line=1)
+    # read1: at most one read from the source, so the end of the stream (where VerifiedChunks checks the
+    # sha256) is reached only once the lines before it, trailer included, are parsed.
+    read = getattr(stream, "read1", stream.read)
     while not state.done:
-        data = stream.read(segment)
+        data = read(segment)
         if not data:
             yield from _parse_lines(rest, source_name, state, first_line=state.line + 1)  # raises: no trailer
             return
@@ -589,8 +591,33 @@ def _parse(
 _SEGMENT = 1 << 16  # bytes read per step of the fast path (then completed to a whole line)
 # What the fast path leaves to the per-line path: control characters (other than the line ends).
 _CONTROL_BYTES = bytes(c for c in [*range(0x20), 0x7F] if c not in b"\r\n")
-# A ';'-joined column of optional amounts, as parse_amount accepts them (ASCII minus, at most 18 digits).
-_AMOUNTS = re.compile(r"(?:-?[0-9]{1,16},[0-9]{2})?(?:;(?:-?[0-9]{1,16},[0-9]{2})?)*").fullmatch
+_AMOUNT_CHARS = b"0123456789,;-"
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_TOO_MANY_DIGITS = b"0" * 17  # more than 16 before the decimal comma (parse_amount allows 18 in all)
+
+
+def _amounts_ok(joined: str, present: int) -> bool:
+    """Whether every ';'-separated element of ``joined`` is empty or an amount as parse_amount accepts it
+    with an ASCII minus (``-?[0-9]{1,16},[0-9]{2}``); ``present`` is the number of non-empty elements.
+
+    Counting instead of matching each element: with every digit mapped to 0, each non-empty element has
+    exactly one comma, preceded by a digit and followed by exactly two digits and the element's end, and
+    a minus only at its start, before a digit."""
+    data = joined.encode()
+    if data.translate(None, _AMOUNT_CHARS):
+        return False
+    data = data.translate(_DIGITS_AS_ZERO)
+    ends = data.count(b",00;") + data.endswith(b",00")
+    minus = data.count(b";-0") + data.startswith(b"-0")
+    return (
+        data.count(b",") == present
+        and ends == present
+        and data.count(b"0,") == present
+        and data.count(b"-") == minus
+        and _TOO_MANY_DIGITS not in data
+    )
+
+
 _STRIDE = 9  # fields of an S or T record (8) plus the line-end marker
 
 
@@ -764,7 +791,7 @@ def _fast(text: str, state: _State) -> list[Record | TransactionBatch] | None:
             except _FieldError:
                 return None
     joined = ";".join(amounts_s) + ";" + ";".join(amounts_k)
-    if not _AMOUNTS(joined):
+    if not _amounts_ok(joined, 2 * n - amounts_s.count("") - amounts_k.count("")):
         return None
     ore = joined.replace(",", "").split(";")
     ore_s, ore_k = ore[:n], ore[n:]

@@ -7,8 +7,9 @@ import base64
 import datetime as dt
 import threading
 import time
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -129,6 +130,7 @@ class SkattekontoHook(BaseHook):
         self._ssl_context: ssl.SSLContext | None = None
         self._client: httpx.Client | None = None
         self._async_client: httpx.AsyncClient | None = None
+        self._shared: _SharedClient | None = None
         self.tokens = TokenCache()
 
     # -- configuration -----------------------------------------------------------------------------
@@ -233,9 +235,13 @@ class SkattekontoHook(BaseHook):
         certificates.load_client_certificate_into(context, self._certificate)
         return context
 
+    @staticmethod
+    def _tls_key(config: SkattekontoConnectionConfig) -> tuple[Any, ...]:
+        return (config, _mtime(config.certificate_p12_path), _mtime(config.certificate_pem_path))
+
     def _client_settings(self, config: SkattekontoConnectionConfig) -> dict[str, Any]:
         if self._ssl_context is None:
-            key = (config, _mtime(config.certificate_p12_path), _mtime(config.certificate_pem_path))
+            key = self._tls_key(config)
             with _TLS_LOCK:
                 cached = _TLS_CONTEXTS.get(key)
                 if cached is None:
@@ -256,11 +262,29 @@ class SkattekontoHook(BaseHook):
         return self._client
 
     async def aget_conn(self) -> httpx.AsyncClient:
-        """The async HTTP client (mutual TLS), created once per hook."""
+        """The async HTTP client (mutual TLS).
+
+        Shared: one client per connection configuration (and certificate file version) per event loop,
+        used by every hook of that configuration in the process (a triggerer's waits), so polls reuse
+        pooled TLS connections instead of a handshake each; :meth:`aclose` releases it, and the last
+        release closes it.
+        """
         if self._async_client is None:
             config = await self.aconfig()
-            settings = await asyncio.to_thread(self._client_settings, config)
-            self._async_client = httpx.AsyncClient(**settings)
+            key = self._tls_key(config)
+            if key in _TLS_CONTEXTS:  # the certificate is loaded: nothing that blocks
+                settings = self._client_settings(config)
+            else:
+                settings = await asyncio.to_thread(self._client_settings, config)
+            clients = _ASYNC_CLIENTS.setdefault(asyncio.get_running_loop(), {})
+            shared = clients.get(key)
+            if shared is None:
+                # Waiting for a pooled connection is normal when many waits poll at once: no pool timeout
+                # (connect, read and write keep the connection's timeout).
+                settings["timeout"] = httpx.Timeout(config.timeout, pool=None)
+                shared = clients[key] = _SharedClient(httpx.AsyncClient(**settings, limits=_SHARED_LIMITS), key)
+            shared.users += 1
+            self._shared, self._async_client = shared, shared.client
         return self._async_client
 
     def close(self) -> None:
@@ -270,10 +294,15 @@ class SkattekontoHook(BaseHook):
             self._client = None
 
     async def aclose(self) -> None:
-        """Close the async HTTP client."""
-        if self._async_client is not None:
-            await self._async_client.aclose()
-            self._async_client = None
+        """Release the async HTTP client (closed when no other hook of the process uses it)."""
+        shared, self._shared, self._async_client = self._shared, None, None
+        if shared is not None:
+            shared.users -= 1
+            if shared.users == 0:
+                clients = _ASYNC_CLIENTS.get(asyncio.get_running_loop(), {})
+                if clients.get(shared.key) is shared:
+                    del clients[shared.key]
+                await shared.client.aclose()
 
     # -- runners: the only places that do I/O for plans ---------------------------------------------
     def run_plan(self, plan: Plan) -> Any:
@@ -304,6 +333,8 @@ class SkattekontoHook(BaseHook):
         from airflow.sdk.log import amask_secret
 
         client = await self.aget_conn()
+        assert self._shared is not None
+        gate = self._shared.gate
         outcome: _Outcome = (None, None)
         while True:
             done, action = _step(plan, outcome)
@@ -312,7 +343,8 @@ class SkattekontoHook(BaseHook):
             outcome = (None, None)
             try:
                 if isinstance(action, Send):
-                    outcome = (_read(await client.send(_build(client, action.request))), None)
+                    async with gate:
+                        outcome = (_read(await client.send(_build(client, action.request))), None)
                 elif isinstance(action, Sleep):
                     await asyncio.sleep(action.seconds)
                 elif isinstance(action, Mask):
@@ -564,6 +596,27 @@ class SkattekontoHook(BaseHook):
 # holding many waits, or a worker running many hooks, loads the certificate and CA bundle once.
 _TLS_CONTEXTS: dict[tuple[Any, ...], tuple[ssl.SSLContext, LoadedCertificate | None]] = {}
 _TLS_LOCK = threading.Lock()
+
+
+@dataclass(eq=False)
+class _SharedClient:
+    client: httpx.AsyncClient
+    key: tuple[Any, ...]
+    users: int = 0
+    # Requests in flight at most (= pooled connections): the others wait here, in order, because
+    # httpcore's pool does work proportional to its queue on every change of it.
+    gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(_SHARED_CONNECTIONS))
+
+
+# The shared async clients, per event loop (a client's connections belong to its loop).
+_ASYNC_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], _SharedClient]] = (
+    weakref.WeakKeyDictionary()
+)
+# A triggerer's polls share the pool: keep as many connections alive as may be open.
+_SHARED_CONNECTIONS = 50
+_SHARED_LIMITS = httpx.Limits(
+    max_connections=_SHARED_CONNECTIONS, max_keepalive_connections=_SHARED_CONNECTIONS, keepalive_expiry=15.0
+)
 
 
 def _mtime(path: str | None) -> float | None:

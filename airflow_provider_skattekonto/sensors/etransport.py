@@ -33,7 +33,9 @@ class ETransportFileSensor(BaseSensorOperator):
         ``delivery_morning`` the upstream :class:`BestallOperator` pushed to XCom.
     :param deadline_time: local time (Europe/Stockholm) on the delivery morning after which a missing
         file fails the task with an actionable message (default ``"10:00"``).
-    :param poll_interval: seconds between listings from 07:00 on.
+    :param poll_interval: seconds between listings from 07:00 on. A wait that sleeps until 07:00 makes
+        its first listing a random 0 to ``min(poll_interval / 4, 30)`` seconds later, so that a triggerer
+        holding many waits does not list them all in the same instant.
     :param download: download into the archive (default) or only report the file.
     :param when_missing: what a passed deadline without a file does. ``"auto"`` (default): a historical
         run skips, with the reason in the log, and any other run fails. A run is historical when it is a

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +11,14 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_skattekonto.domain.remote_files import DEFAULT_FILE_PATTERN
 
-MIN_REAL_SLEEP = 0.05
+MIN_POLL = 0.05  # seconds of service time between listings, at least
+MAX_FIRST_POLL_JITTER = 30.0
+
+
+def first_poll_jitter(poll_interval: float) -> float:
+    """Seconds (service time) to delay the first listing after 07:00: random in
+    ``[0, min(poll_interval / 4, 30)]``."""
+    return random.uniform(0.0, max(0.0, min(poll_interval / 4, MAX_FIRST_POLL_JITTER)))
 
 
 class ETransportFileTrigger(BaseTrigger):
@@ -22,6 +29,11 @@ class ETransportFileTrigger(BaseTrigger):
     until a file is there (event ``found``) or the deadline passes (event ``missing``). A non-retryable
     error (certificate, 403, bad listing) ends the wait at once (event ``error``). All times are
     derived from absolute values, so a triggerer restart resumes the same wait.
+
+    A wait that sleeps until 07:00 makes its first listing a random 0 to
+    ``min(poll_interval / 4, 30 s)`` later (:func:`first_poll_jitter`), so that a triggerer holding many
+    waits does not list them all in the same instant; a wait started after 07:00 lists at once. All
+    waits of a process on one connection share one HTTP client (pooled TLS connections).
 
     ``delivery_morning`` may be a template string (``start_from_trigger``): it is parsed in :meth:`run`.
     """
@@ -89,7 +101,12 @@ class ETransportFileTrigger(BaseTrigger):
                 deadline.isoformat(),
                 endpoints_for_log(config),
             )
-            await wait_for_service_time(hook, morning, max_step_seconds=self.max_step_seconds)
+            await wait_for_service_time(
+                hook,
+                morning,
+                max_step_seconds=self.max_step_seconds,
+                jitter_seconds=first_poll_jitter(self.poll_interval),
+            )
             while True:
                 try:
                     files = await hook.alist_files(delivery_date=morning.date(), kind=self.kind)
@@ -104,13 +121,12 @@ class ETransportFileTrigger(BaseTrigger):
                     yield TriggerEvent(base | {"status": "found", "files": [f.to_json() for f in files]})
                     return
                 reading = await hook.aservice_clock()
-                until_deadline = reading.real_seconds_until(deadline)
-                if until_deadline <= 0:
+                if reading.real_seconds_until(deadline) <= 0:
                     yield TriggerEvent(base | {"status": "missing", "now": reading.now.isoformat()})
                     return
-                step = min(
-                    self.poll_interval / reading.speed, until_deadline, reading.longest_sleep(self.max_step_seconds)
-                )
-                await asyncio.sleep(max(step, MIN_REAL_SLEEP))
+                # The next listing comes poll_interval of service time later (or at the deadline); only
+                # the clock is re-read in between (every second on the sandbox's clock).
+                next_poll = min(reading.now + dt.timedelta(seconds=max(self.poll_interval, MIN_POLL)), deadline)
+                await wait_for_service_time(hook, next_poll, max_step_seconds=self.max_step_seconds, reading=reading)
         finally:
             await hook.aclose()
