@@ -18,7 +18,7 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from airflow_provider_skattekonto.exceptions import SkattekontoApiError, TokenError
+from airflow_provider_skattekonto.exceptions import CertificateError, SkattekontoApiError, TokenError
 
 __all__ = [
     "Call",
@@ -196,6 +196,43 @@ def api_error(reply: Reply, request: RequestSpec, *, token_endpoint: bool = Fals
         advice=advice,
         retryable=retryable,
         retry_after=_retry_after(reply),
+    )
+
+
+def tls_failure(exc: BaseException, url: str, ca_bundle_path: str | None) -> CertificateError | None:
+    """A :class:`CertificateError` if ``exc`` comes from a failed TLS verification or handshake, else None.
+
+    An unknown CA, a hostname mismatch, an expired server certificate or a TLS version below 1.2 is not an
+    outage: retrying cannot help, so it fails at once and keeps the TLS reason. A connection merely cut
+    during the handshake (EOF) stays a retryable transport error.
+    """
+    import ssl
+
+    transient = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError, ssl.SSLWantReadError)
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    cause: ssl.SSLError | None = None
+    while link is not None and id(link) not in seen and cause is None:
+        seen.add(id(link))
+        if isinstance(link, ssl.SSLError) and not isinstance(link, transient):
+            cause = link
+        link = link.__cause__ or link.__context__
+    if cause is None:
+        return None
+    host = url.split("://", 1)[-1].split("/", 1)[0]
+    bundle = f"ca_bundle_path={ca_bundle_path}" if ca_bundle_path else "ca_bundle_path (not set: the certifi bundle)"
+    reason = getattr(cause, "reason", None) or type(cause).__name__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        detail = cause.verify_message or str(cause)
+        return CertificateError(
+            f"TLS verification of {host} failed: {detail} ({reason}). The server's certificate is not trusted "
+            f"with {bundle}: point ca_bundle_path at the CA bundle that issued it, or fix the URL (host, "
+            "token_url, etransport_url) if it names the wrong server. Not retried: this is not an outage."
+        )
+    return CertificateError(
+        f"TLS handshake with {host} failed: {reason} ({cause}). The service requires TLS 1.2 or newer and "
+        f"accepts only organisation certificates it trusts; check the server URL, {bundle} and the "
+        "organisation certificate. Not retried: this is not an outage."
     )
 
 

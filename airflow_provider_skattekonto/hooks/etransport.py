@@ -41,7 +41,7 @@ from airflow_provider_skattekonto.domain.remote_files import (
     match_file_name,
 )
 from airflow_provider_skattekonto.exceptions import ConfigurationError, SkattekontoApiError, SkattekontoError
-from airflow_provider_skattekonto.hooks._protocol import Call, Plan, RequestSpec
+from airflow_provider_skattekonto.hooks._protocol import Call, Plan, RequestSpec, tls_failure
 from airflow_provider_skattekonto.hooks.skattekonto import SkattekontoHook
 
 if TYPE_CHECKING:
@@ -500,6 +500,9 @@ class ETransportHook(SkattekontoHook):
                 except _RestartDownload:
                     return None, written, "the source ignored the resume request; starting over"
                 except httpx.TransportError as exc:
+                    tls = tls_failure(exc, getattr(source, "url", ""), self.config.ca_bundle_path)
+                    if tls is not None:
+                        raise tls from None
                     self.log.warning(
                         "Stream of %s broke after %d bytes (%s); resuming",
                         file.name,

@@ -42,6 +42,7 @@ from airflow_provider_skattekonto.hooks._protocol import (
     TokenCache,
     api_error,
     new_correlation_id,
+    tls_failure,
     transport_error,
 )
 
@@ -378,6 +379,9 @@ class SkattekontoHook(BaseHook):
             try:
                 reply: Reply = yield Send(request)
             except httpx.TransportError as exc:
+                tls = tls_failure(exc, request.url, config.ca_bundle_path)
+                if tls is not None:
+                    raise tls from None
                 error = transport_error(exc, request, config.timeout)
                 self.log.warning("%s", error)
             else:
