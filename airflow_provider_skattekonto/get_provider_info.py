@@ -48,9 +48,9 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "scope": _text("Scope", "OAuth2 scope", "skahmst"),
     "refresh_token": _text("Refresh token", "Stored refresh token for the refresh_token grant", secret=True),
     "certificate_p12_path": _text("Certificate (.p12) path", "Organisation certificate as PKCS#12 file"),
-    "certificate_p12_base64": _text(
+    "certificate_p12_secret_base64": _text(
         "Certificate (.p12) base64",
-        "Organisation certificate as base64 PKCS#12, instead of a path",
+        "Organisation certificate as base64 PKCS#12, instead of a path (masked by Airflow)",
         secret=True,
     ),
     "certificate_password": _text("Certificate PIN", "Password (PIN) of the PKCS#12 file or PEM key", secret=True),

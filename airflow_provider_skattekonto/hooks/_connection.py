@@ -9,7 +9,7 @@ Field map (extras are JSON keys in the connection's ``extra``):
   ``client_secret`` headers on API calls
 * ``grant_type`` (``client_credentials`` | ``refresh_token``), ``token_url``, ``scope`` (``skahmst``),
   ``refresh_token``
-* certificate: ``certificate_p12_path`` or ``certificate_p12_base64`` with ``certificate_password``,
+* certificate: ``certificate_p12_path`` or ``certificate_p12_secret_base64`` with ``certificate_password``,
   or ``certificate_pem_path`` + ``private_key_pem_path`` (+ ``certificate_password`` for an encrypted key)
 * ``ca_bundle_path``, ``orderer_organisation_number``, ``timeout``, ``retry_max_seconds``,
   ``retry_delay_seconds``, ``closed_dates``, ``sandbox_clock``
@@ -20,6 +20,7 @@ Field map (extras are JSON keys in the connection's ``extra``):
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,7 +52,8 @@ KNOWN_EXTRAS = frozenset(
         "scope",
         "refresh_token",
         "certificate_p12_path",
-        "certificate_p12_base64",
+        "certificate_p12_secret_base64",
+        "certificate_p12_base64",  # deprecated name of certificate_p12_secret_base64 (Airflow shows it in clear)
         "certificate_password",
         "certificate_pem_path",
         "private_key_pem_path",
@@ -117,7 +119,7 @@ class SkattekontoConnectionConfig:
         if self.certificate_p12_path:
             return f"certificate_p12_path={self.certificate_p12_path}"
         if self.certificate_p12_base64:
-            return "certificate_p12_base64 (inline)"
+            return "certificate_p12_secret_base64 (inline)"
         return f"certificate_pem_path={self.certificate_pem_path}"
 
 
@@ -225,7 +227,21 @@ def parse_connection(
         raise problem(f"extra 'token_url' must be an https:// URL, got {token_url!r}")
 
     p12_path = _text(extra, "certificate_p12_path")
-    p12_inline = _text(extra, "certificate_p12_base64")
+    p12_inline = _text(extra, "certificate_p12_secret_base64")
+    legacy_p12 = _text(extra, "certificate_p12_base64")
+    if legacy_p12:
+        if p12_inline:
+            raise problem(
+                "give only 'certificate_p12_secret_base64'; 'certificate_p12_base64' is its deprecated old name"
+            )
+        warnings.warn(
+            f"Connection {conn_id!r}: extra 'certificate_p12_base64' is deprecated; rename it to "
+            "'certificate_p12_secret_base64', which Airflow masks in its UI and REST API (the old name is shown "
+            "in clear to anyone who can read connections)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        p12_inline = legacy_p12
     pem_path = _text(extra, "certificate_pem_path")
     key_path = _text(extra, "private_key_pem_path")
     sources = [name for name, value in (("p12 path", p12_path), ("p12 base64", p12_inline)) if value]
@@ -233,7 +249,7 @@ def parse_connection(
         sources.append("PEM")
     if not sources:
         raise problem(
-            "no organisation certificate: set extra 'certificate_p12_path' (or 'certificate_p12_base64') "
+            "no organisation certificate: set extra 'certificate_p12_path' (or 'certificate_p12_secret_base64') "
             "with 'certificate_password', or 'certificate_pem_path' + 'private_key_pem_path'; the service "
             "requires mutual TLS with the organisation certificate"
         )

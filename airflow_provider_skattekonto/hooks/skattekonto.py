@@ -207,7 +207,7 @@ class SkattekontoHook(BaseHook):
                 "exist on every worker and triggerer that runs this connection's tasks."
             ) from None
         except ValueError:
-            raise CertificateError(f"certificate_p12_base64 is not valid base64 ({source})") from None
+            raise CertificateError(f"certificate_p12_secret_base64 is not valid base64 ({source})") from None
         for warning in certificates.validate_for_orderer(
             loaded, config.orderer_organisation_number, now=dt.datetime.now(dt.timezone.utc)
         ):
