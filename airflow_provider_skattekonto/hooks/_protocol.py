@@ -18,7 +18,12 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from airflow_provider_skattekonto.exceptions import CertificateError, SkattekontoApiError, TokenError
+from airflow_provider_skattekonto.exceptions import (
+    CertificateError,
+    SkattekontoApiError,
+    SkattekontoError,
+    TokenError,
+)
 
 __all__ = [
     "Call",
@@ -27,6 +32,7 @@ __all__ = [
     "Reply",
     "RequestSpec",
     "RetryPolicy",
+    "Retrying",
     "Send",
     "Sleep",
     "TokenCache",
@@ -263,15 +269,58 @@ class RetryPolicy:
     max_seconds: float = 300.0
     delay_seconds: float = 60.0
     rate_limit_base_seconds: float = 1.0
+    max_attempts: int | None = None
 
-    def delay(self, error: SkattekontoApiError, attempt: int) -> float:
+    def start(self) -> Retrying:
+        """The retry state of one logical operation (an API call, a download) under this policy."""
+        return Retrying(self)
+
+    def delay(self, error: SkattekontoError, attempt: int) -> float:
         """Seconds to wait before attempt ``attempt + 1`` after ``error``."""
-        if error.retry_after is not None:
-            return error.retry_after
-        if error.status == 429:
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            return float(retry_after)
+        if getattr(error, "status", None) == 429:
             backoff = min(self.rate_limit_base_seconds * 2 ** (attempt - 1), max(self.delay_seconds, 1.0))
             return backoff * random.uniform(1.0, 1.2)
         return self.delay_seconds
+
+
+@dataclass
+class Retrying:
+    """The one retry mechanism: counts one operation's attempts and keeps its :class:`RetryPolicy`.
+
+    Every retry loop asks it, after a failure, whether and how long to wait (:meth:`next_delay`), and
+    an exchange asks it whether a 401 may fetch a new token and try once more (:meth:`refresh_token`).
+    """
+
+    policy: RetryPolicy
+    attempt: int = 0
+    started: float = field(default_factory=time.monotonic)
+    refreshed: bool = False
+
+    def next_delay(self, error: SkattekontoError) -> float | None:
+        """The wait before the next attempt after ``error``; None when it must not be retried.
+
+        None when the error is not retryable, the attempts (``max_attempts``) are used up, or waiting
+        would pass the time budget (``max_seconds``); the caller then raises.
+        """
+        self.attempt += 1
+        if not error.retryable:
+            return None
+        if self.policy.max_attempts is not None and self.attempt >= self.policy.max_attempts:
+            return None
+        delay = self.policy.delay(error, self.attempt)
+        if time.monotonic() + delay > self.started + self.policy.max_seconds:
+            return None
+        return delay
+
+    def refresh_token(self) -> bool:
+        """After a 401: fetch a new token and try once more, the first time only (the service's rule)."""
+        if self.refreshed:
+            return False
+        self.refreshed = True
+        return True
 
 
 @dataclass

@@ -21,6 +21,7 @@ import hashlib
 import os
 import posixpath
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -457,29 +458,26 @@ class ETransportHook(SkattekontoHook):
 
         source = self.source()
         part = folder / f".{file.name}.{uuid.uuid4().hex}.part"
-        last_problem = "no attempt made"
+        retrying = self._retry_policy(self.config, max_attempts=self.download_attempts).start()
         try:
-            for attempt in range(1, self.download_attempts + 1):
-                digest, size, last_problem = self._fetch_into(source, file, part)
+            while True:
+                digest, size, problem = self._fetch_into(source, file, part)
                 if digest is not None:
                     part.replace(final)
                     self.log.info("Archived %s (%d bytes, sha256 %s) at %s", file.name, size, digest, final)
                     return StoredFile(file, str(final), digest, size)
-                self.log.warning("Download of %s, attempt %d: %s", file.name, attempt, last_problem)
-                if attempt < self.download_attempts:
-                    self._pause(attempt)
+                self.log.warning("Download of %s, attempt %d: %s", file.name, retrying.attempt + 1, problem)
+                failed = DownloadError(
+                    f"Could not download {file.name} from {source.description} after {retrying.attempt + 1} "
+                    f"attempt(s): {problem}. Nothing was archived; the task can be retried."
+                )
+                delay = retrying.next_delay(failed)
+                if delay is None:
+                    raise failed
+                time.sleep(delay)
         finally:
             if part.exists():
                 part.unlink()
-        raise DownloadError(
-            f"Could not download {file.name} from {source.description} after {self.download_attempts} "
-            f"attempts: {last_problem}. Nothing was archived; the task can be retried."
-        )
-
-    def _pause(self, attempt: int) -> None:
-        import time
-
-        time.sleep(min(self.config.retry_delay_seconds * attempt, 60.0))
 
     def _fetch_into(
         self, source: DeliverySource, file: RemoteFile, part: ObjectStoragePath

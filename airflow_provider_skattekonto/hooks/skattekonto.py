@@ -176,8 +176,10 @@ class SkattekontoHook(BaseHook):
         """The service calendar, with the connection's extra closed dates."""
         return self.config.calendar
 
-    def _retry_policy(self, config: SkattekontoConnectionConfig) -> RetryPolicy:
-        return RetryPolicy(max_seconds=config.retry_max_seconds, delay_seconds=config.retry_delay_seconds)
+    def _retry_policy(self, config: SkattekontoConnectionConfig, max_attempts: int | None = None) -> RetryPolicy:
+        return RetryPolicy(
+            max_seconds=config.retry_max_seconds, delay_seconds=config.retry_delay_seconds, max_attempts=max_attempts
+        )
 
     # -- certificate and TLS -----------------------------------------------------------------------
     def load_certificate(self) -> LoadedCertificate:
@@ -369,11 +371,8 @@ class SkattekontoHook(BaseHook):
     ) -> Plan:
         """One logical call with retries: 401 refreshes the token once; 429/5xx/timeouts back off."""
         policy = self._retry_policy(config)
-        deadline = time.monotonic() + policy.max_seconds
-        refreshed = False
-        attempt = 0
+        retrying = policy.start()
         while True:
-            attempt += 1
             token = (yield from self._token_plan(config)) if authenticated else None
             request = build(token)
             try:
@@ -389,29 +388,28 @@ class SkattekontoHook(BaseHook):
                     self._log_exchange(request, reply)
                 if reply.status in expect:
                     return reply
-                if reply.status == 401 and authenticated and not refreshed:
+                if reply.status == 401 and authenticated and retrying.refresh_token():
                     self.log.warning(
                         "401 Unauthorized (%s=%s): fetching a new token and trying once more",
                         CORRELATION_HEADER,
                         request.correlation_id,
                     )
                     self.tokens.invalidate()
-                    refreshed = True
                     continue
                 error = api_error(reply, request, token_endpoint=token_endpoint)
-            if not error.retryable:
-                raise error
-            delay = policy.delay(error, attempt)
-            if time.monotonic() + delay > deadline:
+            delay = retrying.next_delay(error)
+            if delay is None:
+                if not error.retryable:
+                    raise error
                 raise type(error)(
-                    f"Gave up after {attempt} attempt(s) within the retry budget of {policy.max_seconds:g} s "
+                    f"Gave up after {retrying.attempt} attempt(s) within the retry budget of {policy.max_seconds:g} s "
                     f"(retry_max_seconds); last error: {error}",
                     status=error.status,
                     correlation_id=error.correlation_id,
                     advice="Check Skatteverket's service status; the task may be retried later.",
                     retryable=True,
                 ) from None
-            self.log.warning("Attempt %d failed; retrying in %.1f s", attempt, delay)
+            self.log.warning("Attempt %d failed; retrying in %.1f s", retrying.attempt, delay)
             yield Sleep(delay)
             if before_retry is not None:
                 yield from before_retry()

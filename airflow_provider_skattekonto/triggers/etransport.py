@@ -111,7 +111,7 @@ class ETransportFileTrigger(BaseTrigger):
                 try:
                     files = await hook.alist_files(delivery_date=morning.date(), kind=self.kind)
                 except (SkattekontoError, ValueError) as exc:
-                    if getattr(exc, "retryable", False):
+                    if getattr(exc, "retryable", False):  # the listing's own retries (Retrying) are used up
                         self.log.warning("Listing failed, will poll again: %s", exc)
                         files = []
                     else:
