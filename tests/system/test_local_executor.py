@@ -90,8 +90,7 @@ def test_e_retry_and_clear_do_not_order_again(stack: AirflowStack) -> None:
     """A retry after an accepted order, and a Clear of the succeeded task: still one order."""
     stack.sandbox.reset(now=dt.datetime(2026, 12, 1, 10, 0, tzinfo=STOCKHOLM), speed=1.0)
     stack.unpause("sys_retry")
-    stack.cli("dags", "trigger", "sys_retry")
-    run_id = only_new_run(stack, "sys_retry", set())["dag_run_id"]
+    run_id = stack.api("POST", "/dags/sys_retry/dagRuns", json={"logical_date": None})["dag_run_id"]
     assert stack.wait_for_run("sys_retry", run_id) == {"bestall": "success"}
     [ti] = stack.api("GET", f"/dags/sys_retry/dagRuns/{run_id}/taskInstances")["task_instances"]
     assert ti["try_number"] == 2
@@ -228,8 +227,7 @@ def test_g_representatives_first_run_into_an_empty_postgres_warehouse(stack: Air
     """Four mapped loads create the warehouse tables at the same moment: all succeed."""
     stack.sandbox.reset(now=dt.datetime(2026, 12, 1, 10, 0, tzinfo=STOCKHOLM), speed=1.0)
     stack.unpause("sys_representatives")
-    stack.cli("dags", "trigger", "sys_representatives")
-    run_id = only_new_run(stack, "sys_representatives", set())["dag_run_id"]
+    run_id = stack.api("POST", "/dags/sys_representatives/dagRuns", json={"logical_date": None})["dag_run_id"]
 
     def all_deferred() -> bool:
         items = stack.api("GET", f"/dags/sys_representatives/dagRuns/{run_id}/taskInstances")["task_instances"]
