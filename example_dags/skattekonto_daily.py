@@ -1,4 +1,5 @@
-"""Every business morning: order the Skattekonto file, wait for it on E-transport, load it, check it.
+"""Every business morning: order the Skattekonto file, wait for it on E-transport, load it, check the
+balances, and stage its rows as Parquet/CSV files (Airflow Variable ``skattekonto_staging_url``).
 
 Connections (see README): ``skattekonto_default`` (type ``skattekonto``: certificate, keys, E-transport
 source, archive) and ``skattekonto_warehouse`` (any common-sql database: sqlite, postgres, ...).
@@ -24,6 +25,7 @@ from airflow.sdk import DAG, Asset
 from airflow_provider_skattekonto.operators.bestall import BestallOperator
 from airflow_provider_skattekonto.operators.check import SkattekontoBalanceCheckOperator
 from airflow_provider_skattekonto.operators.load import SkattekontoToSqlOperator
+from airflow_provider_skattekonto.operators.stage import SkattekontoStageFilesOperator
 from airflow_provider_skattekonto.sensors.etransport import ETransportFileSensor
 from airflow_provider_skattekonto.timetables.delivery import DeliveryMorningTimetable
 
@@ -62,4 +64,10 @@ with DAG(
         file_id=load.output,
         on_break="fail",
     )
-    order >> wait >> load >> check
+    # the file's rows as Parquet and CSV + manifest, for a cloud warehouse's own bulk load
+    stage = SkattekontoStageFilesOperator(
+        task_id="stage_files",
+        file=wait.output,
+        destination="{{ var.value.get('skattekonto_staging_url', 'file:///tmp/skattekonto/staged') }}",
+    )
+    order >> wait >> load >> check >> stage

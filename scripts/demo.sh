@@ -6,5 +6,5 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[sqlite]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[sqlite,parquet]"
 exec .venv/bin/python scripts/run_demo.py

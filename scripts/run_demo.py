@@ -155,6 +155,7 @@ def main() -> int:
         connection = sandbox.airflow_connection("orderer", archive_url=(WORK / "archive").as_uri())
         os.environ["AIRFLOW_CONN_SKATTEKONTO_DEFAULT"] = json.dumps(connection)
         os.environ["AIRFLOW_CONN_SKATTEKONTO_WAREHOUSE"] = json.dumps({"conn_type": "sqlite", "host": str(warehouse)})
+        os.environ["AIRFLOW_VAR_SKATTEKONTO_STAGING_URL"] = (WORK / "staged").as_uri()
         print(
             f"Sandbox at {sandbox.base_url}; its clock starts {start:%A %Y-%m-%d %H:%M} and runs {SPEED:.0f}x "
             "once the order is in"
@@ -192,6 +193,13 @@ def main() -> int:
         if load:
             print(feed_line(warehouse, load))
             print(check_line(load, results.get("check_balances", (None, None))[1]))
+            staged = results.get("stage_files", (None, None))[1]
+            if staged:
+                tables = staged["tables"]
+                print(
+                    f"Staged {tables['transactions']['rows']} transactions and {tables['balances']['rows']} balances"
+                    f" as {' and '.join(staged['formats'])}: {staged['manifest_url']}"
+                )
         orders = sandbox.orders()
         print(f"Orders the sandbox accepted: {len(orders)} ({', '.join(o.client_correlation_id for o in orders)})")
         print(f"Sandbox clock now: {sandbox.clock.now():%A %Y-%m-%d %H:%M}")

@@ -62,6 +62,7 @@ def test_daily_dag_orders_waits_and_loads(
     sandbox: Any, run_dag_file: Any, warehouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     connect(sandbox, monkeypatch, "skattekonto_default", "orderer", tmp_path / "archive")
+    monkeypatch.setenv("AIRFLOW_VAR_SKATTEKONTO_STAGING_URL", (tmp_path / "staged").as_uri())
     source = (EXAMPLES / "skattekonto_daily.py").read_text()
     with night_passes_after_orders(sandbox, 1):
         results = run_dag_file("skattekonto_daily", source, logical_date=MONDAY_EVENING)
@@ -70,6 +71,7 @@ def test_daily_dag_orders_waits_and_loads(
         "wait_for_file": "success",
         "load": "success",
         "check_balances": "success",
+        "stage_files": "success",
     }
     assert results["bestall"][1]["delivery_morning"] == "2026-12-01T07:00:00+01:00"
     loaded = results["load"][1]
@@ -77,6 +79,10 @@ def test_daily_dag_orders_waits_and_loads(
     checked = results["check_balances"][1]
     assert checked["ok"] and checked["file_ids"] == [loaded["file_id"]]
     assert checked["chain_starts"] == loaded["principal_count"]
+    staged = results["stage_files"][1]
+    assert staged["file_id"] == loaded["file_id"]
+    assert staged["tables"]["transactions"]["rows"] == loaded["transaction_count"]
+    assert (tmp_path / "staged" / loaded["file_name"].removesuffix(".txt") / "manifest.json").exists()
     with sqlite3.connect(warehouse) as conn:
         (principals,) = conn.execute("SELECT COUNT(*) FROM skattekonto_balances").fetchone()
         (transactions,) = conn.execute("SELECT COUNT(*) FROM skattekonto_transactions").fetchone()
