@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from airflow_provider_skattekonto.hooks._connection import SkattekontoConnectionConfig
 
 CHUNK_SIZE = 1 << 20
+STALE_PART_SECONDS = 600.0  # a partial download untouched this long belongs to a killed worker
 
 
 class DownloadError(SkattekontoError):
@@ -457,6 +458,7 @@ class ETransportHook(SkattekontoHook):
             return StoredFile(file, str(final), file.sha256, final.stat().st_size, already_archived=True)
 
         source = self.source()
+        self._remove_stale_parts(folder, file.name)
         part = folder / f".{file.name}.{uuid.uuid4().hex}.part"
         retrying = self._retry_policy(self.config, max_attempts=self.download_attempts).start()
         try:
@@ -478,6 +480,19 @@ class ETransportHook(SkattekontoHook):
         finally:
             if part.exists():
                 part.unlink()
+
+    def _remove_stale_parts(self, folder: ObjectStoragePath, name: str) -> None:
+        """Delete partial files of ``name`` left by a killed download (untouched for STALE_PART_SECONDS)."""
+        for entry in folder.iterdir():
+            if not (entry.name.startswith(f".{name}.") and entry.name.endswith(".part")):
+                continue
+            try:
+                age = time.time() - entry.stat().st_mtime
+                if age >= STALE_PART_SECONDS:
+                    entry.unlink()
+                    self.log.warning("Removed %s, a partial download left %.0f s ago (a killed worker)", entry, age)
+            except (OSError, ValueError, TypeError):
+                self.log.warning("Could not remove the stale partial download %s", entry, exc_info=True)
 
     def _fetch_into(
         self, source: DeliverySource, file: RemoteFile, part: ObjectStoragePath

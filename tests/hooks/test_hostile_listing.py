@@ -196,3 +196,19 @@ def test_trigger_finds_the_real_file_among_stray_neighbours(inbox: dict[str, Any
     event = asyncio.run(first_event())
     assert event.payload["status"] == "found", event.payload
     assert [f["name"] for f in event.payload["files"]] == [inbox["name"]]
+
+
+def test_stale_partial_downloads_are_removed(world: dict[str, Path], logs: Callable[[], str]) -> None:
+    """A worker killed mid-download leaves a .part file: the next download of that file removes it."""
+    hook = ETransportHook()
+    [remote] = hook.list_files(delivery_date=MONDAY)
+    folder = world["archive"] / str(remote.orderer) / "2026-11-30"
+    folder.mkdir(parents=True)
+    stale = folder / f".{remote.name}.{'a' * 32}.part"
+    stale.write_bytes(b"half a file")
+    os.utime(stale, (1, 1))
+    fresh = folder / f".{remote.name}.{'b' * 32}.part"  # another worker's download in progress: kept
+    fresh.write_bytes(b"in progress")
+    hook.download(remote)
+    assert not stale.exists() and fresh.exists()
+    assert "partial download" in logs()
