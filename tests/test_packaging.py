@@ -117,6 +117,7 @@ def test_twine_check_strict_passes(dists: dict[str, Path]) -> None:
     assert result.stdout.count("PASSED") == 2, result.stdout
 
 
+@pytest.mark.timeout(1500)
 def test_sdist_runs_its_own_tests(dists: dict[str, Path]) -> None:
     """Unpacked sdist: every test module collects, and a sample (pure rules and a DAG run) passes."""
     source = dists["source"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import importlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,26 @@ def sensor_dag(**sensor_kwargs: Any) -> tuple[str, str]:
 def test_order_then_wait_across_the_weekend(
     sandbox: Any, use_connection: Any, run_dag_file: Any, tmp_path: Path, logs: Any
 ) -> None:
-    # Friday 10:00 -> the order lands in Monday's file; 69 h of sandbox time pass in a few real seconds.
-    sandbox.clock.set(now=dt.datetime(2026, 11, 27, 10, 0, tzinfo=STOCKHOLM), speed=40000.0)
+    # Friday 10:00 -> the order lands in Monday's file. The clock stands still until the order is in (however
+    # slow the machine), then 69 h of sandbox time pass in a few real seconds.
+    sandbox.clock.set(now=dt.datetime(2026, 11, 27, 10, 0, tzinfo=STOCKHOLM), speed=0.0)
     sandbox.configure(token_lifetime_seconds=30 * 24 * 3600)  # a 1 h token lasts 0.09 s at this speed
     use_connection(archive_url=(tmp_path / "archive").as_uri())
-    results = run_dag_file(*chain_dag())
+    ordered = threading.Event()
+
+    def speed_up_after_the_order() -> None:
+        while not ordered.wait(0.05):
+            if sandbox.orders():
+                sandbox.clock.set(speed=40000.0)
+                return
+
+    watcher = threading.Thread(target=speed_up_after_the_order, daemon=True)
+    watcher.start()
+    try:
+        results = run_dag_file(*chain_dag())
+    finally:
+        ordered.set()
+        watcher.join()
     assert results["bestall"][0] == "success"
     state, xcom = results["wait_for_file"]
     assert state == "success", results
