@@ -6,10 +6,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException
-
 from airflow_provider_skattekonto.domain.remote_files import UnsafeRemoteNameError
 from airflow_provider_skattekonto.exceptions import SkattekontoError
+from airflow_provider_skattekonto.version_compat import AirflowFailException
 
 
 @contextmanager

@@ -1,27 +1,101 @@
 #!/usr/bin/env bash
-# Install the provider with its test dependencies into .venv, then run lint, type checks and the tests.
-# Usage: scripts/test.sh [pytest args...]
+# Lint and type checks, then the tests on every supported Airflow, each in its own virtualenv:
+#
+#   newest   the newest Airflow 3.x pip resolves      .venv        (the venv the README's commands use)
+#   3.0.6    the oldest supported Airflow             .venv-af306  (pins: scripts/constraints/airflow-3.0.6.txt)
+#
+# Each Airflow runs the steps "unit" (the whole suite without the system tests) and "system" (real scheduler,
+# dag-processor, triggerer and api-server processes; tests/system). Extra Airflow versions run the "examples"
+# step (the example DAGs end to end with dag.test()) when listed in AIRFLOW_EXTRA, e.g. AIRFLOW_EXTRA="3.1.8 3.2.2".
+#
+# Usage: scripts/test.sh                   lint + the whole matrix (what CI runs)
+#        scripts/test.sh [pytest args...]  lint + only the newest Airflow's unit step with these arguments
+#                                          (and its system step too when SKATTEKONTO_SYSTEM_TESTS=1)
+# Environment: AIRFLOW_MATRIX (default "newest 3.0.6") picks the versions; PYTHON picks the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,dev]"
+AIRFLOW_MATRIX=${AIRFLOW_MATRIX:-newest 3.0.6}
+AIRFLOW_EXTRA=${AIRFLOW_EXTRA:-}
+
+venv_of() { # the virtualenv of an Airflow version: .venv for the newest, .venv-af306 for 3.0.6
+  if [ "$1" = newest ]; then echo .venv; else echo ".venv-af${1//./}"; fi
+}
+
+install() { # install the provider with its test dependencies for one Airflow version
+  local version=$1 venv pins=() extras=test,dev
+  venv=$(venv_of "$version")
+  [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
+  if [ "$version" != newest ]; then
+    extras=test  # the linters run once, on the newest Airflow
+    if [ -f "scripts/constraints/airflow-$version.txt" ]; then
+      pins=(-r "scripts/constraints/airflow-$version.txt")
+    else
+      pins=("apache-airflow==$version")
+    fi
+  fi
+  echo "== Airflow $version: installing into $venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$extras]" "${pins[@]}"
+  echo "== Airflow $version: $("$venv/bin/python" -c 'import airflow; print(airflow.__version__)') in $venv"
+}
+
+step() { # step VERSION unit|system|examples [pytest args...]
+  local version=$1 name=$2 venv started
+  shift 2
+  venv=$(venv_of "$version")
+  started=$SECONDS
+  echo "== Airflow $version: $name"
+  case "$name" in
+    unit) "$venv/bin/python" -m pytest -n 2 --dist loadgroup -q "$@" ;;
+    system)
+      if [ -d tests/system ]; then
+        "$venv/bin/python" -m pytest -m system -p no:xdist -q tests/system "$@"
+      else
+        echo "(no tests/system)"
+      fi
+      ;;
+    examples) "$venv/bin/python" -m pytest -n 2 -q tests/test_example_dags.py tests/test_version_compat.py "$@" ;;
+  esac
+  echo "== Airflow $version: $name took $((SECONDS - started)) s"
+}
 
 # PostgreSQL tests must run under CI: start the local server if it is installed but stopped.
-if [ -n "${CI:-}" ] && command -v pg_ctlcluster >/dev/null 2>&1; then
-  if ! .venv/bin/python -c "import socket; socket.create_connection(('127.0.0.1', 5432), 2)" 2>/dev/null; then
-    echo "PostgreSQL is not answering on 127.0.0.1:5432; starting it"
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
+start_postgres() {
+  if [ -n "${CI:-}" ] && command -v pg_ctlcluster >/dev/null 2>&1; then
+    if ! "$PYTHON" -c "import socket; socket.create_connection(('127.0.0.1', 5432), 2)" 2>/dev/null; then
+      echo "PostgreSQL is not answering on 127.0.0.1:5432; starting it"
+      pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
+    fi
   fi
-fi
+}
 
-PYTHON_DIRS=()
-for dir in airflow_provider_skattekonto tests scripts example_dags benchmarks; do
-  [ -d "$dir" ] && PYTHON_DIRS+=("$dir")
+lint() { # ruff, ruff format and mypy once, on the newest Airflow
+  local dirs=()
+  for dir in airflow_provider_skattekonto tests scripts example_dags benchmarks; do
+    [ -d "$dir" ] && dirs+=("$dir")
+  done
+  .venv/bin/ruff check "${dirs[@]}"
+  .venv/bin/ruff format --check "${dirs[@]}"
+  .venv/bin/mypy
+}
+
+install newest
+start_postgres
+lint
+if [ $# -gt 0 ]; then
+  step newest unit "$@"
+  if [ -n "${SKATTEKONTO_SYSTEM_TESTS:-}" ]; then step newest system; fi
+  exit 0
+fi
+failed=()
+run() { step "$@" || failed+=("Airflow $1: $2"); }
+for version in $AIRFLOW_MATRIX; do
+  [ "$version" = newest ] || install "$version"
+  run "$version" unit
+  run "$version" system
 done
+<<<<<<< HEAD
 .venv/bin/ruff check "${PYTHON_DIRS[@]}"
 .venv/bin/ruff format --check "${PYTHON_DIRS[@]}"
 .venv/bin/mypy
@@ -37,4 +111,14 @@ if [ $# -eq 0 ] || [ -n "${SKATTEKONTO_SYSTEM_TESTS:-}" ]; then
     redis-server --bind 127.0.0.1 --port 6379 --daemonize yes
   fi
   .venv/bin/python -m pytest -m system -p no:xdist -q tests/system
+=======
+for version in $AIRFLOW_EXTRA; do
+  install "$version"
+  run "$version" examples
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  printf 'FAILED: %s\n' "${failed[@]}"
+  exit 1
+>>>>>>> cd0756c (Airflow 3.0.6 to newest 3.x: version_compat owns the differences, CI matrix, connection fields declared once)
 fi
+echo "All steps passed on Airflow: $AIRFLOW_MATRIX $AIRFLOW_EXTRA"

@@ -58,6 +58,15 @@ def connect(sandbox: Any, monkeypatch: pytest.MonkeyPatch, conn_id: str, identit
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
 
 
+def test_example_dags_parse_without_import_errors() -> None:
+    """What a DAG processor does with the example DAGs (run on every Airflow of the CI matrix)."""
+    from airflow.models.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(EXAMPLES), include_examples=False)
+    assert bag.import_errors == {}
+    assert {"skattekonto_daily", "skattekonto_representatives"} <= set(bag.dag_ids)
+
+
 def test_daily_dag_orders_waits_and_loads(
     sandbox: Any, run_dag_file: Any, warehouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
-from airflow.sdk import BaseHook
 
 from airflow_provider_skattekonto import __version__
 from airflow_provider_skattekonto.domain.calendar import STOCKHOLM, ServiceCalendar
@@ -45,6 +44,7 @@ from airflow_provider_skattekonto.hooks._protocol import (
     tls_failure,
     transport_error,
 )
+from airflow_provider_skattekonto.version_compat import BaseHook
 
 if TYPE_CHECKING:
     import ssl
@@ -134,6 +134,21 @@ class SkattekontoHook(BaseHook):
         self._shared: _SharedClient | None = None
         self.tokens = TokenCache()
 
+    # -- the UI's connection form on Airflow before 3.2 (3.2+ reads conn-fields from the provider info) ----
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Form fields for the connection's extras, from :class:`ConnectionExtras`."""
+        from airflow_provider_skattekonto.hooks._connection import form_widgets
+
+        return form_widgets()
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Hidden, relabelled and placeholder standard fields of the connection form."""
+        from airflow_provider_skattekonto.hooks._connection import UI_FIELD_BEHAVIOUR
+
+        return UI_FIELD_BEHAVIOUR
+
     # -- configuration -----------------------------------------------------------------------------
     def _parse(self, conn: Any, extra: dict[str, Any]) -> SkattekontoConnectionConfig:
         extra = {k.removeprefix("extra__skattekonto__"): v for k, v in extra.items()}
@@ -148,7 +163,7 @@ class SkattekontoHook(BaseHook):
     def config(self) -> SkattekontoConnectionConfig:
         """The validated connection (read once per hook)."""
         if self._config is None:
-            from airflow.sdk.log import mask_secret
+            from airflow_provider_skattekonto.version_compat import mask_secret
 
             conn = self.get_connection(self.skattekonto_conn_id)
             config = self._parse(conn, conn.extra_dejson)
@@ -160,11 +175,9 @@ class SkattekontoHook(BaseHook):
     async def aconfig(self) -> SkattekontoConnectionConfig:
         """:attr:`config` for async code (triggers): never calls the sync connection API."""
         if self._config is None:
-            from airflow.sdk.log import amask_secret
+            from airflow_provider_skattekonto.version_compat import aget_connection_and_extra, amask_secret
 
-            conn = await self.aget_connection(self.skattekonto_conn_id)
-            aextra = getattr(conn, "aextra_dejson", None)
-            extra = await aextra() if aextra is not None else conn.extra_dejson
+            conn, extra = await aget_connection_and_extra(self, self.skattekonto_conn_id)
             config = self._parse(conn, extra)
             for secret in config.secrets():
                 await amask_secret(secret)
@@ -310,7 +323,7 @@ class SkattekontoHook(BaseHook):
     # -- runners: the only places that do I/O for plans ---------------------------------------------
     def run_plan(self, plan: Plan) -> Any:
         """Drive ``plan`` synchronously and return its result."""
-        from airflow.sdk.log import mask_secret
+        from airflow_provider_skattekonto.version_compat import mask_secret
 
         client = self.get_conn()
         outcome: _Outcome = (None, None)
@@ -333,7 +346,7 @@ class SkattekontoHook(BaseHook):
 
     async def arun_plan(self, plan: Plan) -> Any:
         """Drive ``plan`` asynchronously (triggers) and return its result."""
-        from airflow.sdk.log import amask_secret
+        from airflow_provider_skattekonto.version_compat import amask_secret
 
         client = await self.aget_conn()
         assert self._shared is not None

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_skattekonto._task_errors import checked_event, fail_fast_unless_retryable
 from airflow_provider_skattekonto.domain.calendar import STOCKHOLM, local_iso, parse_moment
 from airflow_provider_skattekonto.exceptions import ServiceClosedError
 from airflow_provider_skattekonto.links import SkattekontoOrderLink, order_url
+from airflow_provider_skattekonto.version_compat import AirflowFailException, default_deferrable, task_state
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -43,9 +43,11 @@ class BestallOperator(BaseOperator):
         If the morning's cutoff (03:00 that morning) has passed, nothing is ordered (history cannot be
         ordered) and that morning is handed on, so the downstream wait looks for the file delivered then.
 
-    A retry or a clear of a try whose order was accepted does not order again (Airflow 3.3+ keeps the
-    record in the task state store); it hands on the recorded order.
-    :param deferrable: wait for the service window in the triggerer instead of a worker slot.
+    A retry or a clear of a try whose order was accepted does not order again (the record is kept in
+    Airflow's task state store on 3.3+, in a Variable per task instance before); it hands on the
+    recorded order.
+    :param deferrable: wait for the service window in the triggerer instead of a worker slot (needs a
+        running triggerer). Default: Airflow's ``[operators] default_deferrable``.
     """
 
     template_fields: Sequence[str] = ("skattekonto_conn_id", "delivery_morning")
@@ -57,7 +59,7 @@ class BestallOperator(BaseOperator):
         *,
         skattekonto_conn_id: str = "skattekonto_default",
         delivery_morning: str | dt.datetime | None = None,
-        deferrable: bool = True,
+        deferrable: bool = default_deferrable(),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -180,7 +182,7 @@ class BestallOperator(BaseOperator):
         return xcom
 
     def _remember(self, context: Context, value: dict[str, Any]) -> None:
-        store = context.get("task_state_store")
+        store = task_state(context)
         if store is None:
             return
         try:
@@ -193,6 +195,7 @@ class BestallOperator(BaseOperator):
     ) -> dict[str, Any]:
         self.log.info("Waiting until %s (%s) before ordering", local_iso(until), reason)
         if self.deferrable:
+            self.log.info("Deferring to Airflow's triggerer: without a running triggerer this task stays deferred")
             from airflow_provider_skattekonto.triggers.service_time import ServiceTimeTrigger
 
             wait = dt.timedelta(seconds=max(0.0, hook.service_clock().real_seconds_until(until)))
@@ -232,9 +235,9 @@ def recorded_order(context: Context, target: dt.datetime | None, log: Any) -> di
 
     None when there is none, and then the task orders. Mornings are compared as instants, never as
     strings (``07:00+01:00`` is ``06:00+00:00``); ``target`` None (order now) accepts any recorded order.
-    The record lives in the task state store (Airflow 3.3+).
+    The record lives in :func:`version_compat.task_state` (Airflow's task state store on 3.3+).
     """
-    store = context.get("task_state_store")  # Airflow 3.3+: survives retries and clears
+    store = task_state(context)  # survives retries and clears
     try_number = getattr(context.get("ti"), "try_number", 1) or 1
     stored: Any = None
     if store is not None:
@@ -248,7 +251,7 @@ def recorded_order(context: Context, target: dt.datetime | None, log: Any) -> di
         if isinstance(stored, dict) and stored.get("state") == "sending":
             detail = "a previous try sent an order whose answer never arrived (it may or may not be placed)"
         elif store is None:
-            detail = "this Airflow has no task state store (3.3+) to tell whether a previous try ordered"
+            detail = "there is no task state here to tell whether a previous try ordered"
         else:
             detail = "no previous try recorded an accepted order for this morning"
         log.warning(

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_skattekonto.links import ArchivedFileLink, archived_file_url
 from airflow_provider_skattekonto.loading.names import DEFAULT_PREFIX, SnapshotLoadError, table_names
+from airflow_provider_skattekonto.version_compat import AirflowFailException
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -197,7 +197,7 @@ class SkattekontoToSqlOperator(BaseOperator):
             table_names(table_prefix, table_schema)  # fail at DAG parse time on a bad prefix
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.sdk import BaseHook, ObjectStoragePath
+        from airflow.sdk import ObjectStoragePath
 
         from airflow_provider_skattekonto.domain.answer_file import AnswerFileError
         from airflow_provider_skattekonto.loading.snapshot import (
@@ -206,6 +206,7 @@ class SkattekontoToSqlOperator(BaseOperator):
             load_answer_stream,
             sha256_of,
         )
+        from airflow_provider_skattekonto.version_compat import BaseHook
 
         info = _file_info(self.file)
         try:

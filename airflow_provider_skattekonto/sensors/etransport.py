@@ -7,12 +7,17 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_provider_skattekonto._task_errors import checked_event, fail_fast_unless_retryable
 from airflow_provider_skattekonto.domain.calendar import STOCKHOLM, local_iso, parse_moment
 from airflow_provider_skattekonto.domain.remote_files import DEFAULT_FILE_PATTERN, RemoteFile
 from airflow_provider_skattekonto.links import ArchivedFileLink, archived_file_url
+from airflow_provider_skattekonto.version_compat import (
+    HAS_START_FROM_TRIGGER,
+    AirflowFailException,
+    AirflowSkipException,
+    default_deferrable,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -43,9 +48,11 @@ class ETransportFileSensor(BaseSensorOperator):
         (catchup runs after an outage, manual runs of old mornings): nothing was ordered for such a
         morning, and later files are full snapshots, so they cover it. A scheduled run for today fails
         loudly when its file is late. ``"fail"`` or ``"skip"`` force one behaviour for every run.
-    :param deferrable: wait in the triggerer (default) instead of poking from a worker.
-    :param start_from_trigger: start in the triggerer without a worker at all (Airflow 3.3+); needs an
-        explicit (templated) ``delivery_morning``.
+    :param deferrable: wait in the triggerer instead of poking from a worker (needs a running triggerer).
+        Default: Airflow's ``[operators] default_deferrable``.
+    :param start_from_trigger: start in the triggerer without a worker at all; needs an explicit (templated)
+        ``delivery_morning``. Airflow 3.3+; older Airflow ignores it with a warning (the task starts on a
+        worker and defers at once).
     """
 
     template_fields: Sequence[str] = ("skattekonto_conn_id", "delivery_morning", "deadline_time")
@@ -65,7 +72,7 @@ class ETransportFileSensor(BaseSensorOperator):
         when_missing: str = "auto",
         kind: str = "skahmst",
         file_pattern: str = DEFAULT_FILE_PATTERN,
-        deferrable: bool = True,
+        deferrable: bool = default_deferrable(),
         start_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -82,10 +89,17 @@ class ETransportFileSensor(BaseSensorOperator):
         self.kind = kind
         self.file_pattern = file_pattern
         self.deferrable = deferrable
+        if start_from_trigger and delivery_morning is None:
+            raise ValueError("start_from_trigger needs delivery_morning (a template is fine)")
+        if start_from_trigger and not HAS_START_FROM_TRIGGER:
+            self.log.warning(
+                "%s: start_from_trigger needs Airflow 3.3+ (templated trigger arguments); ignoring it here, "
+                "so the task starts on a worker and defers at once",
+                self.task_id,
+            )
+            start_from_trigger = False
         self.start_from_trigger = start_from_trigger
         if start_from_trigger:
-            if delivery_morning is None:
-                raise ValueError("start_from_trigger needs delivery_morning (a template is fine)")
             from airflow.triggers.base import StartTriggerArgs  # only here: it costs DAG-parse time
 
             self.start_trigger_args = StartTriggerArgs(
@@ -174,7 +188,9 @@ class ETransportFileSensor(BaseSensorOperator):
                 if now >= deadline:
                     self._missing(hook, morning, deadline, now, historical)
             self.log.info(
-                "Deferring: the file of %s is due by 07:00 that morning; polling every %.0f s until %s (%s)",
+                "Deferring: the file of %s is due by 07:00 that morning; polling every %.0f s until %s (%s). The "
+                "wait runs in Airflow's triggerer: if no triggerer is running (an optional component on some "
+                "platforms), this task stays deferred; start one, or use deferrable=False.",
                 local_iso(morning),
                 self.poll_interval,
                 local_iso(deadline),

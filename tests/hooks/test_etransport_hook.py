@@ -134,7 +134,11 @@ def test_download_into_non_local_object_storage(delivered: ETransportHook, monke
     """fsspec's in-memory filesystem stands in for S3/GCS (whose providers register their schemes the same way)."""
     import fsspec
     from airflow.sdk import ObjectStoragePath
-    from airflow.sdk.io import fs as airflow_fs
+
+    try:
+        from airflow.sdk.io import fs as airflow_fs
+    except ImportError:  # Airflow 3.0: the filesystem registry lives in core
+        import airflow.io as airflow_fs
 
     monkeypatch.setitem(airflow_fs._register_filesystems(), "memory", lambda conn_id: fsspec.filesystem("memory"))
     [remote] = delivered.list_files(delivery_date=MONDAY)
