@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_skattekonto.loading.names import DEFAULT_PREFIX, SnapshotLoadError, table_names
+from airflow_provider_skattekonto.version_compat import AirflowFailException
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -97,10 +97,9 @@ class SkattekontoBalanceCheckOperator(BaseOperator):
             table_names(table_prefix, table_schema)  # fail at DAG parse time on a bad prefix
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.sdk import BaseHook
-
         from airflow_provider_skattekonto.loading.continuity import check_balance_continuity
         from airflow_provider_skattekonto.operators.load import dialect_of
+        from airflow_provider_skattekonto.version_compat import BaseHook
 
         try:
             table_names(self.table_prefix, self.table_schema)
