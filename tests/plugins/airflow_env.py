@@ -103,14 +103,12 @@ def _register_like_the_dag_processor(path: Path) -> None:
     """
     from airflow.models.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(path), include_examples=False)
-    sync_to_db = getattr(bag, "sync_to_db", None)
-    if sync_to_db is None:
+    if not hasattr(DagBag, "sync_to_db"):
         return
     from airflow.dag_processing.bundles.manager import DagBundlesManager
 
     DagBundlesManager().sync_bundles_to_db()
-    sync_to_db(bundle_name="dags-folder", bundle_version=None)
+    DagBag(dag_folder=str(path)).sync_to_db(bundle_name="dags-folder", bundle_version=None)
 
 
 class _Row:
