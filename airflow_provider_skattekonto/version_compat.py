@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from airflow.sdk import BaseHook as BaseHook
     from airflow.sdk.exceptions import AirflowFailException as AirflowFailException
     from airflow.sdk.exceptions import AirflowSkipException as AirflowSkipException
-    from airflow.sdk.log import mask_secret as mask_secret
 
 MIN_AIRFLOW_VERSION = (3, 0, 6)
 FIRST_UNSUPPORTED_MAJOR = 4
@@ -97,7 +96,6 @@ _LAZY = {
     "BaseHook": "airflow.providers.common.compat.sdk",
     "AirflowFailException": "airflow.providers.common.compat.sdk",
     "AirflowSkipException": "airflow.providers.common.compat.sdk",
-    "mask_secret": "airflow.providers.common.compat.sdk",
 }
 
 
@@ -119,6 +117,23 @@ def default_deferrable() -> bool:
     return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
+def mask_secret(value: Any) -> None:
+    """Register ``value`` with Airflow's secrets masker, in this process and in the task's supervisor.
+
+    The task SDK of Airflow 3.0 tells the supervisor before it masks locally, and its debug log of that
+    message shows the value: mask locally first (newer Airflow does the same itself).
+    """
+    from airflow.providers.common.compat.sdk import mask_secret as _mask_secret
+
+    try:
+        from airflow.sdk.execution_time.secrets_masker import _secrets_masker
+    except ImportError:
+        pass
+    else:
+        _secrets_masker().add_mask(value)
+    _mask_secret(value)
+
+
 async def amask_secret(value: Any) -> None:
     """Register ``value`` with the secrets masker from async code (triggers) without blocking the loop."""
     if HAS_ASYNC_MASK_SECRET:
@@ -128,7 +143,7 @@ async def amask_secret(value: Any) -> None:
         return
     from asgiref.sync import sync_to_async
 
-    await sync_to_async(__getattr__("mask_secret"))(value)
+    await sync_to_async(mask_secret)(value)
 
 
 async def aget_connection_and_extra(hook: Any, conn_id: str) -> tuple[Any, dict[str, Any]]:
