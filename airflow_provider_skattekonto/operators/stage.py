@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_provider_skattekonto.version_compat import AirflowFailException
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
