@@ -29,7 +29,7 @@ PAGES = sorted(
 )
 BLOCK = re.compile(r"(?P<before>[^\n]*)\n```(?P<lang>[a-z]*)\n(?P<code>.*?)\n```", re.S)
 # commands a shell snippet may show, beyond `airflow`, `pip` and `skattekonto-sandbox` (checked by their parsers)
-PLAIN_COMMANDS = {"git", "cd", "python3", "python", "scripts/test.sh", "scripts/demo.sh", "pytest"}
+PLAIN_COMMANDS = {"git", "cd", "python3", "python", "scripts/test.sh", "scripts/demo.sh", "pytest", "base64"}
 
 
 @dataclass(frozen=True)
