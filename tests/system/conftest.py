@@ -267,7 +267,8 @@ def _env(
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_HOME"))}
     archive = home / "archive"
-    connection = sandbox.airflow_connection("orderer", archive_url=archive.as_uri())
+    # timeout 60 s: scenario (f) slows the order call to 45 s, which must not time out and be retried
+    connection = sandbox.airflow_connection("orderer", archive_url=archive.as_uri(), timeout=60)
     env.update(
         {
             "AIRFLOW_HOME": str(home),
