@@ -27,26 +27,26 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("dist")
     work = tmp_path_factory.mktemp("build-src")
     # Build from a copy of the sdist's view of the tree, so build/ and egg-info never land in the checkout.
-    subprocess.run(
-        [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(out), str(REPO)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-        env=_env(),
-    )
+    _build("--sdist", "--outdir", str(out), str(REPO))
     (sdist,) = out.glob("*.tar.gz")
     with tarfile.open(sdist) as archive:
         archive.extractall(work, filter="data")
     (source,) = work.iterdir()
-    subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(source)],
-        check=True,
+    _build("--wheel", "--outdir", str(out), str(source))
+    (wheel,) = out.glob("*.whl")
+    return {"sdist": sdist, "wheel": wheel, "source": source}
+
+
+def _build(*args: str) -> None:
+    """``python -m build`` with its output in the failure message."""
+    result = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", *args],
         capture_output=True,
+        text=True,
         timeout=300,
         env=_env(),
     )
-    (wheel,) = out.glob("*.whl")
-    return {"sdist": sdist, "wheel": wheel, "source": source}
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 def _env() -> dict[str, str]:
