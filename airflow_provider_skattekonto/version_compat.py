@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from airflow.sdk import BaseHook as BaseHook
     from airflow.sdk.exceptions import AirflowFailException as AirflowFailException
     from airflow.sdk.exceptions import AirflowSkipException as AirflowSkipException
+    from airflow.sdk.exceptions import TaskDeferred as TaskDeferred
 
 MIN_AIRFLOW_VERSION = (3, 0, 6)
 FIRST_UNSUPPORTED_MAJOR = 4
@@ -96,6 +97,7 @@ _LAZY = {
     "BaseHook": "airflow.providers.common.compat.sdk",
     "AirflowFailException": "airflow.providers.common.compat.sdk",
     "AirflowSkipException": "airflow.providers.common.compat.sdk",
+    "TaskDeferred": "airflow.providers.common.compat.sdk",
 }
 
 

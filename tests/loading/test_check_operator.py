@@ -132,7 +132,7 @@ def test_check_failure_message_names_principal_and_amounts(
     conn_id, _ = sqlite_conn
     run(run_dag_file, answer_file(tmp_path, 10), conn_id)
     run(run_dag_file, answer_file(tmp_path, 11, offset=-99), conn_id, on_break="warn")
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow_provider_skattekonto.version_compat import AirflowFailException
 
     operator = SkattekontoBalanceCheckOperator(task_id="c", sql_conn_id=conn_id, file_id="SKV-20260311")
     with pytest.raises(AirflowFailException) as failure:

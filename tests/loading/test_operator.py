@@ -155,7 +155,7 @@ def test_bad_prefix_fails_at_dag_parse_time() -> None:
 
 
 def test_dialect_detection_from_real_hooks(sqlite_conn: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow.sdk import BaseHook
+    from airflow_provider_skattekonto.version_compat import BaseHook
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_PG_DIALECT",

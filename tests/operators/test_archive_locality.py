@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 from airflow.sdk import ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_skattekonto.hooks.etransport import ETransportHook, executor_is_local
 from airflow_provider_skattekonto.operators.load import _require_reachable
+from airflow_provider_skattekonto.version_compat import AirflowFailException
 
 
 @pytest.mark.parametrize(

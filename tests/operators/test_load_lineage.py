@@ -60,9 +60,9 @@ def test_lineage_from_the_file_to_the_tables(tmp_path: Path, monkeypatch: pytest
 def test_postgres_namespace_comes_from_the_hook_with_its_port(monkeypatch: pytest.MonkeyPatch) -> None:
     """The namespace other producers use for the same database (``postgres://host:5432``), port included."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
-    from airflow.sdk import BaseHook
 
     from airflow_provider_skattekonto.lineage import database_namespace, table_datasets
+    from airflow_provider_skattekonto.version_compat import BaseHook
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_LINEAGE_PG",

@@ -6,12 +6,12 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from airflow_provider_skattekonto.domain.calendar import STOCKHOLM
 from airflow_provider_skattekonto.operators.bestall import DEFER_GRACE, BestallOperator
 from airflow_provider_skattekonto.sensors.etransport import ETransportFileSensor
 from airflow_provider_skattekonto.triggers.service_time import ServiceTimeTrigger
+from airflow_provider_skattekonto.version_compat import AirflowFailException, TaskDeferred
 
 BAD_EVENTS = [
     (None, "without an event"),
