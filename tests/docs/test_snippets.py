@@ -98,9 +98,9 @@ def _serialize(dag: Any) -> None:
 def _check_connection(value: Any, where: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A skattekonto connection as the hook reads it: every field known and valid."""
     if isinstance(value, str) and not value.lstrip().startswith("{"):
-        from airflow.sdk import Connection
+        from airflow.models.connection import Connection  # parses URIs on every Airflow 3 (the SDK's from 3.1)
 
-        Connection.from_uri(value, conn_id="docs")  # a URI connection (postgres://...)
+        Connection(conn_id="docs", uri=value)  # a URI connection (postgres://...)
         return
     data = json.loads(value) if isinstance(value, str) else value
     if data.get("conn_type") != "skattekonto":
