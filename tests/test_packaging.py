@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.message
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -26,8 +27,10 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         pytest.skip("not a source checkout")
     out = tmp_path_factory.mktemp("dist")
     work = tmp_path_factory.mktemp("build-src")
-    # Build from a copy of the sdist's view of the tree, so build/ and egg-info never land in the checkout.
-    _build("--sdist", "--outdir", str(out), str(REPO))
+    # Build from a snapshot of the tracked files: build/ and egg-info never land in the checkout, and files that
+    # other tests create or remove meanwhile (caches, temp folders) cannot race the sdist's file walk.
+    snapshot = _snapshot_of_sources(tmp_path_factory.mktemp("snapshot") / REPO.name)
+    _build("--sdist", "--outdir", str(out), str(snapshot))
     (sdist,) = out.glob("*.tar.gz")
     with tarfile.open(sdist) as archive:
         archive.extractall(work, filter="data")
@@ -35,6 +38,26 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _build("--wheel", "--outdir", str(out), str(source))
     (wheel,) = out.glob("*.whl")
     return {"sdist": sdist, "wheel": wheel, "source": source}
+
+
+def _snapshot_of_sources(dest: Path) -> Path:
+    """Copy the files git tracks (or, in an unpacked sdist, the tree without caches and virtualenvs) to ``dest``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached"],
+        cwd=REPO,
+        capture_output=True,
+        check=False,
+    )
+    if listed.returncode == 0 and listed.stdout:
+        for name in filter(None, listed.stdout.decode().split("\0")):
+            source = REPO / name
+            if source.is_file():
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, dest / name)
+    else:
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".venv*", ".*cache", "build", "dist", "*.egg-info")
+        shutil.copytree(REPO, dest, ignore=ignore)
+    return dest
 
 
 def _build(*args: str) -> None:
