@@ -258,13 +258,8 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     SQLite: ``executemany`` of pre-parsed tuples (parsed before the clock starts).
     PostgreSQL: ``COPY ... FROM STDIN (FORMAT csv)`` of the prepared CSV files.
     """
-    from airflow_provider_skattekonto.loading.names import table_names
-    from airflow_provider_skattekonto.loading.snapshot import (
-        _BALANCE_COLUMNS,
-        _FILE_COLUMNS,
-        _TRANSACTION_COLUMNS,
-        ddl_statements,
-    )
+    from airflow_provider_skattekonto.loading.names import BALANCE_COLUMNS, TRANSACTION_COLUMNS, table_names
+    from airflow_provider_skattekonto.loading.snapshot import _FILE_COLUMNS, ddl_statements
 
     target = spec["target"]
     dialect = "sqlite" if target == "sqlite" else "postgresql"
@@ -275,7 +270,7 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     for statement in ddl_statements(dialect=dialect, prefix=spec["prefix"], schema=schema):
         cur.execute(statement)
     conn.commit()
-    tx_cols, bal_cols = ", ".join(_TRANSACTION_COLUMNS), ", ".join(_BALANCE_COLUMNS)
+    tx_cols, bal_cols = ", ".join(TRANSACTION_COLUMNS), ", ".join(BALANCE_COLUMNS)
     # the files row the balances reference (the loader writes one too)
     mark = "?" if target == "sqlite" else "%s"
     marks = ", ".join([mark] * len(_FILE_COLUMNS))
@@ -285,8 +280,8 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     if target == "sqlite":
         tx, balances = _transaction_tuples(spec["path"], spec["file_id"])
         rows = len(tx)
-        tx_sql = f"INSERT INTO {names.transactions} ({tx_cols}) VALUES ({', '.join('?' * len(_TRANSACTION_COLUMNS))})"
-        bal_sql = f"INSERT INTO {names.balances} ({bal_cols}) VALUES ({', '.join('?' * len(_BALANCE_COLUMNS))})"
+        tx_sql = f"INSERT INTO {names.transactions} ({tx_cols}) VALUES ({', '.join('?' * len(TRANSACTION_COLUMNS))})"
+        bal_sql = f"INSERT INTO {names.balances} ({bal_cols}) VALUES ({', '.join('?' * len(BALANCE_COLUMNS))})"
         cpu0 = cpu_seconds()
         started = time.perf_counter()
         conn.execute("BEGIN")

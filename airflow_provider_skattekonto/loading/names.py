@@ -9,8 +9,10 @@ from typing import Literal
 from airflow_provider_skattekonto.exceptions import SkattekontoError
 
 __all__ = [
+    "BALANCE_COLUMNS",
     "DEFAULT_PREFIX",
     "DIALECTS",
+    "TRANSACTION_COLUMNS",
     "Dialect",
     "SnapshotLoadError",
     "TableNames",
@@ -21,6 +23,32 @@ __all__ = [
 Dialect = Literal["sqlite", "postgresql", "generic"]
 DIALECTS: tuple[str, ...] = ("sqlite", "postgresql", "generic")
 DEFAULT_PREFIX = "skattekonto_"
+
+# Columns the loaders write (and the staged files carry), in table order.
+TRANSACTION_COLUMNS = (
+    "orderer",
+    "principal",
+    "reconciled_on",
+    "file_id",
+    "sequence_no",
+    "transaction_id",
+    "transaction_date",
+    "interest_date",
+    "transaction_text",
+    "amount_skatteverket_ore",
+    "amount_kronofogden_ore",
+)
+BALANCE_COLUMNS = (
+    "orderer",
+    "principal",
+    "reconciled_on",
+    "file_id",
+    "balance_skatteverket_ore",
+    "balance_kronofogden_ore",
+    "interest_skatteverket_ore",
+    "last_updated",
+    "next_reconciliation_on",
+)
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _MAX_PREFIX = 40  # longest table name must stay under PostgreSQL's 63-byte identifier limit

@@ -50,8 +50,10 @@ from airflow_provider_skattekonto.domain.records import (
 from airflow_provider_skattekonto.exceptions import SkattekontoError
 from airflow_provider_skattekonto.loading.change_feed import feed_names, record_changes
 from airflow_provider_skattekonto.loading.names import (
+    BALANCE_COLUMNS,
     DEFAULT_PREFIX,
     DIALECTS,
+    TRANSACTION_COLUMNS,
     Dialect,
     SnapshotLoadError,
     TableNames,
@@ -144,30 +146,6 @@ _FILE_COLUMNS = (
     "principals_skipped_older",
     "transactions_inserted",
     "transactions_deleted",
-)
-_BALANCE_COLUMNS = (
-    "orderer",
-    "principal",
-    "reconciled_on",
-    "file_id",
-    "balance_skatteverket_ore",
-    "balance_kronofogden_ore",
-    "interest_skatteverket_ore",
-    "last_updated",
-    "next_reconciliation_on",
-)
-_TRANSACTION_COLUMNS = (
-    "orderer",
-    "principal",
-    "reconciled_on",
-    "file_id",
-    "sequence_no",
-    "transaction_id",
-    "transaction_date",
-    "interest_date",
-    "transaction_text",
-    "amount_skatteverket_ore",
-    "amount_kronofogden_ore",
 )
 
 
@@ -537,8 +515,8 @@ class _ExecutemanySink(_Sink):
         self.rows: list[tuple[Any, ...]] = []
         self.principal = ""
         self.period: Any = None
-        cols = ", ".join(_TRANSACTION_COLUMNS)
-        marks = ", ".join("?" * len(_TRANSACTION_COLUMNS))
+        cols = ", ".join(TRANSACTION_COLUMNS)
+        marks = ", ".join("?" * len(TRANSACTION_COLUMNS))
         self.sql_tx = params.sql(f"INSERT INTO {names.transactions} ({cols}) VALUES ({marks})")
         # SQLite: batches of the parser's text columns, converted by SQLite ('' is absent; öre as text)
         text_rows = dates_as_text and params.style == "qmark"
@@ -549,8 +527,8 @@ class _ExecutemanySink(_Sink):
             f"INSERT INTO {names.transactions} ({cols}) VALUES (?, ?, ?, ?, ?, NULLIF(?, ''), ?, NULLIF(?, ''), ?, "
             f"{ore}, {ore})"
         )
-        cols = ", ".join(_BALANCE_COLUMNS)
-        marks = ", ".join("?" * len(_BALANCE_COLUMNS))
+        cols = ", ".join(BALANCE_COLUMNS)
+        marks = ", ".join("?" * len(BALANCE_COLUMNS))
         self.sql_balance = params.sql(f"INSERT INTO {names.balances} ({cols}) VALUES ({marks})")
         key = "orderer = ? AND principal = ? AND reconciled_on = ?"
         self.sql_delete_balance = params.sql(f"DELETE FROM {names.balances} WHERE {key}")
@@ -666,8 +644,8 @@ class _PostgresSink(_Sink):
             f"DELETE FROM {names.transactions} AS t{using} WHERE t.{match.format(a='t')} AND t.file_id <> %s"
         )
         self.sql_delete_balance = f"DELETE FROM {names.balances} AS b{using} WHERE b.{match.format(a='b')}"
-        self.copy_tx = f"COPY {names.transactions} ({', '.join(_TRANSACTION_COLUMNS)}) FROM STDIN"
-        self.copy_balance = f"COPY {names.balances} ({', '.join(_BALANCE_COLUMNS)}) FROM STDIN"
+        self.copy_tx = f"COPY {names.transactions} ({', '.join(TRANSACTION_COLUMNS)}) FROM STDIN"
+        self.copy_balance = f"COPY {names.balances} ({', '.join(BALANCE_COLUMNS)}) FROM STDIN"
 
     def _delete(self, keys: list[tuple[str, dt.date]]) -> None:
         principals = [k for k, _ in keys]

@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 
 from airflow_provider_skattekonto.domain.records import Balance, FileHeader, FileTrailer, Transaction, TransactionBatch
 from airflow_provider_skattekonto.exceptions import SkattekontoError
+from airflow_provider_skattekonto.loading.names import BALANCE_COLUMNS, TRANSACTION_COLUMNS
 
 __all__ = ["FORMATS", "MANIFEST_NAME", "StagingError", "stage_answer_file"]
 
@@ -32,30 +33,6 @@ FORMATS = ("csv", "parquet")
 MANIFEST_NAME = "manifest.json"
 _UTC = dt.timezone.utc
 
-TRANSACTION_COLUMNS = (
-    "orderer",
-    "principal",
-    "reconciled_on",
-    "file_id",
-    "sequence_no",
-    "transaction_id",
-    "transaction_date",
-    "interest_date",
-    "transaction_text",
-    "amount_skatteverket_ore",
-    "amount_kronofogden_ore",
-)
-BALANCE_COLUMNS = (
-    "orderer",
-    "principal",
-    "reconciled_on",
-    "file_id",
-    "balance_skatteverket_ore",
-    "balance_kronofogden_ore",
-    "interest_skatteverket_ore",
-    "last_updated",
-    "next_reconciliation_on",
-)
 FILE_COLUMNS = (
     "file_id",
     "file_name",
