@@ -483,7 +483,11 @@ class ETransportHook(SkattekontoHook):
 
     def _remove_stale_parts(self, folder: ObjectStoragePath, name: str) -> None:
         """Delete partial files of ``name`` left by a killed download (untouched for STALE_PART_SECONDS)."""
-        for entry in folder.iterdir():
+        try:
+            entries = list(folder.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            return  # nothing archived there yet (object stores have no folder before its first file)
+        for entry in entries:
             if not (entry.name.startswith(f".{name}.") and entry.name.endswith(".part")):
                 continue
             try:
