@@ -268,8 +268,8 @@ def child_main(roles: dict[str, Callable[[dict[str, Any]], dict[str, Any]]]) -> 
 # switches it off to show what Nagle's algorithm and the client's delayed ACK cost (~40 ms per request).
 _LAUNCHER = (
     "import sys\n"
-    "from airflow_provider_skattekonto.sandbox import cli, server\n"
-    "server._Handler.disable_nagle_algorithm = sys.argv[1] == 'nodelay'\n"
+    "from airflow_provider_skattekonto.sandbox import cli, handler\n"
+    "handler.Handler.disable_nagle_algorithm = sys.argv[1] == 'nodelay'\n"
     "sys.exit(cli.main(sys.argv[2:]))\n"
 )
 
