@@ -478,6 +478,34 @@ class SkattekontoHook(BaseHook):
         now = dt.datetime.fromisoformat(body["now"]).astimezone(STOCKHOLM)
         return ClockReading(now=now, speed=float(body.get("speed", 1.0)) or 1.0, controllable=True)
 
+    def _wait_plan(
+        self,
+        config: SkattekontoConnectionConfig,
+        moment: dt.datetime,
+        *,
+        max_step_seconds: float,
+        jitter_seconds: float = 0.0,
+        reading: ClockReading | None = None,
+    ) -> Plan:
+        """Sleep until ``moment`` on the service clock, re-reading it at least every step; the last reading.
+
+        The clock is real time, or the sandbox's controllable clock when the connection says
+        ``sandbox_clock`` (then real sleeps are scaled by its speed, and the clock is re-read every second
+        so that a jump is noticed). ``jitter_seconds`` (service time) is added to ``moment`` only when the
+        first reading is before ``moment``: waiters that sleep towards the same moment do not all wake at it.
+        ``reading``: a fresh reading to start from (saves one clock read).
+        """
+        if reading is None:
+            reading = yield from self._clock_plan(config)
+        if jitter_seconds > 0 and reading.now < moment:
+            moment += dt.timedelta(seconds=jitter_seconds)
+        while True:
+            remaining = reading.real_seconds_until(moment)
+            if remaining <= 0:
+                return reading
+            yield Sleep(min(remaining, reading.longest_sleep(max_step_seconds)))
+            reading = yield from self._clock_plan(config)
+
     def _bestall_plan(self, config: SkattekontoConnectionConfig) -> Plan:
         calendar = config.calendar
 
@@ -575,14 +603,39 @@ class SkattekontoHook(BaseHook):
         """A valid access token (cached until shortly before expiry)."""
         return self.run_plan(self._token_plan(self.config))
 
-    def wait_until(self, moment: dt.datetime, *, max_step_seconds: float = 60.0) -> None:
-        """Block until ``moment`` on the service clock (for non-deferrable mode)."""
-        while True:
-            reading = self.service_clock()
-            remaining = reading.real_seconds_until(moment)
-            if remaining <= 0:
-                return
-            time.sleep(min(remaining, reading.longest_sleep(max_step_seconds)))
+    def wait_until(
+        self,
+        moment: dt.datetime,
+        *,
+        max_step_seconds: float = 60.0,
+        jitter_seconds: float = 0.0,
+        reading: ClockReading | None = None,
+    ) -> ClockReading:
+        """Block until ``moment`` on the service clock (non-deferrable mode); see :meth:`_wait_plan`."""
+        return self.run_plan(
+            self._wait_plan(
+                self.config, moment, max_step_seconds=max_step_seconds, jitter_seconds=jitter_seconds, reading=reading
+            )
+        )
+
+    async def await_until(
+        self,
+        moment: dt.datetime,
+        *,
+        max_step_seconds: float = 300.0,
+        jitter_seconds: float = 0.0,
+        reading: ClockReading | None = None,
+    ) -> ClockReading:
+        """Async :meth:`wait_until` (triggers)."""
+        return await self.arun_plan(
+            self._wait_plan(
+                await self.aconfig(),
+                moment,
+                max_step_seconds=max_step_seconds,
+                jitter_seconds=jitter_seconds,
+                reading=reading,
+            )
+        )
 
     def certificate_summary(self) -> str:
         """Organisation number and validity of the configured certificate, for messages."""

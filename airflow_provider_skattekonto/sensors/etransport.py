@@ -11,6 +11,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow_provider_skattekonto._task_errors import checked_event, fail_fast_unless_retryable
 from airflow_provider_skattekonto.domain.calendar import STOCKHOLM, local_iso, parse_moment
 from airflow_provider_skattekonto.domain.remote_files import DEFAULT_FILE_PATTERN, RemoteFile
+from airflow_provider_skattekonto.exceptions import SkattekontoApiError
 from airflow_provider_skattekonto.links import ArchivedFileLink, archived_file_url
 from airflow_provider_skattekonto.version_compat import (
     HAS_START_FROM_TRIGGER,
@@ -219,7 +220,10 @@ class ETransportFileSensor(BaseSensorOperator):
 
         event = checked_event(event, ETransportFileTrigger.EVENTS, waiting_for="the answer file")
         if event["status"] == "error":
-            raise AirflowFailException(f"Waiting for the answer file failed: {event['message']}")
+            message = f"Waiting for the answer file failed: {event['message']}"
+            if event.get("retryable") is True:  # an outage beyond the retry budget: the task's retries apply
+                raise SkattekontoApiError(message, status=None, retryable=True)
+            raise AirflowFailException(message)
         try:
             morning, deadline = parse_moment(event["delivery_morning"]), parse_moment(event["deadline"])
             files = [RemoteFile.from_json(f) for f in event["files"]] if event["status"] == "found" else []

@@ -26,9 +26,12 @@ class ETransportFileTrigger(BaseTrigger):
 
     Nothing is polled before 07:00 of the delivery morning (a weekend or holiday moves the wait to the
     next business morning). Then it lists the source every ``poll_interval`` seconds of service time
-    until a file is there (event ``found``) or the deadline passes (event ``missing``). A non-retryable
-    error (certificate, 403, bad listing) ends the wait at once (event ``error``). All times are
-    derived from absolute values, so a triggerer restart resumes the same wait.
+    until a file is there (event ``found``) or the deadline passes (event ``missing``). Transient
+    failures are retried by the hook's one retry mechanism (``Retrying``, within the connection's
+    ``retry_max_seconds``); an error that remains (certificate, 403, bad listing, an outage longer than
+    the retry budget) ends the wait at once (event ``error``, saying whether it is ``retryable``, so that
+    the task's own retries apply to an outage). All times are derived from absolute values, so a
+    triggerer restart resumes the same wait.
 
     A wait that sleeps until 07:00 makes its first listing a random 0 to
     ``min(poll_interval / 4, 30 s)`` later (:func:`first_poll_jitter`), so that a triggerer holding many
@@ -84,7 +87,6 @@ class ETransportFileTrigger(BaseTrigger):
         from airflow_provider_skattekonto.exceptions import SkattekontoError
         from airflow_provider_skattekonto.hooks.etransport import ETransportHook
         from airflow_provider_skattekonto.hooks.skattekonto import endpoints_for_log
-        from airflow_provider_skattekonto.triggers.service_time import wait_for_service_time
 
         hook = ETransportHook(self.skattekonto_conn_id, file_pattern=self.file_pattern)
         try:
@@ -101,22 +103,11 @@ class ETransportFileTrigger(BaseTrigger):
                 deadline.isoformat(),
                 endpoints_for_log(config),
             )
-            await wait_for_service_time(
-                hook,
-                morning,
-                max_step_seconds=self.max_step_seconds,
-                jitter_seconds=first_poll_jitter(self.poll_interval),
+            await hook.await_until(
+                morning, max_step_seconds=self.max_step_seconds, jitter_seconds=first_poll_jitter(self.poll_interval)
             )
             while True:
-                try:
-                    files = await hook.alist_files(delivery_date=morning.date(), kind=self.kind)
-                except (SkattekontoError, ValueError) as exc:
-                    if getattr(exc, "retryable", False):  # the listing's own retries (Retrying) are used up
-                        self.log.warning("Listing failed, will poll again: %s", exc)
-                        files = []
-                    else:
-                        yield TriggerEvent(base | {"status": "error", "message": str(exc)})
-                        return
+                files = await hook.alist_files(delivery_date=morning.date(), kind=self.kind)
                 if files:
                     yield TriggerEvent(base | {"status": "found", "files": [f.to_json() for f in files]})
                     return
@@ -127,6 +118,11 @@ class ETransportFileTrigger(BaseTrigger):
                 # The next listing comes poll_interval of service time later (or at the deadline); only
                 # the clock is re-read in between (every second on the sandbox's clock).
                 next_poll = min(reading.now + dt.timedelta(seconds=max(self.poll_interval, MIN_POLL)), deadline)
-                await wait_for_service_time(hook, next_poll, max_step_seconds=self.max_step_seconds, reading=reading)
+                await hook.await_until(next_poll, max_step_seconds=self.max_step_seconds, reading=reading)
+        except (SkattekontoError, ValueError) as exc:
+            # Transient failures were already retried by the hook (Retrying, within retry_max_seconds); a
+            # retryable error that still arrives here ends the wait so that the task's retries apply.
+            retryable = bool(getattr(exc, "retryable", False))
+            yield TriggerEvent({"status": "error", "message": str(exc), "retryable": retryable})
         finally:
             await hook.aclose()

@@ -2,43 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
-
-if TYPE_CHECKING:
-    from airflow_provider_skattekonto.hooks.skattekonto import ClockReading, SkattekontoHook
-
-
-async def wait_for_service_time(
-    hook: SkattekontoHook,
-    moment: dt.datetime,
-    *,
-    max_step_seconds: float = 300.0,
-    jitter_seconds: float = 0.0,
-    reading: ClockReading | None = None,
-) -> ClockReading:
-    """Sleep until ``moment`` on the hook's service clock; re-read the clock at least every step.
-
-    The clock is real time, or the sandbox's controllable clock when the connection says
-    ``sandbox_clock`` (then real sleeps are scaled by its speed, and the clock is re-read every second
-    so that a jump is noticed). ``jitter_seconds`` (service time) is added to ``moment`` only when the
-    first reading is before ``moment``: waiters that sleep towards the same moment do not all wake at it.
-    ``reading``: a fresh reading to start from (saves one clock read).
-    """
-    if reading is None:
-        reading = await hook.aservice_clock()
-    if jitter_seconds > 0 and reading.now < moment:
-        moment += dt.timedelta(seconds=jitter_seconds)
-    while True:
-        remaining = reading.real_seconds_until(moment)
-        if remaining <= 0:
-            return reading
-        await asyncio.sleep(min(remaining, reading.longest_sleep(max_step_seconds)))
-        reading = await hook.aservice_clock()
 
 
 class ServiceTimeTrigger(BaseTrigger):
@@ -85,8 +53,8 @@ class ServiceTimeTrigger(BaseTrigger):
         try:
             config = await hook.aconfig()
             self.log.info("Waiting until %s on the service clock%s; %s", self.moment, why, endpoints_for_log(config))
-            reading = await wait_for_service_time(
-                hook, dt.datetime.fromisoformat(self.moment), max_step_seconds=self.max_step_seconds
+            reading = await hook.await_until(
+                dt.datetime.fromisoformat(self.moment), max_step_seconds=self.max_step_seconds
             )
         finally:
             await hook.aclose()

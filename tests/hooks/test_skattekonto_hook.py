@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from typing import Any
@@ -258,3 +259,25 @@ def test_hooks_of_one_connection_share_the_tls_context(sandbox: Any, use_connect
     third = SkattekontoHook()
     third.get_token()
     assert third._ssl_context is not first._ssl_context
+
+
+@pytest.mark.sandbox_clock("2026-12-01T06:59:00+01:00", speed=60.0)
+@pytest.mark.parametrize("runner", ["sync", "async"])
+def test_wait_until_sleeps_to_the_moment_on_the_service_clock(sandbox: Any, use_connection: Any, runner: str) -> None:
+    """Workers and triggers wait with one plan: a minute of sandbox time at 60x is about a real second."""
+    use_connection()
+    hook = SkattekontoHook()
+    moment = dt.datetime(2026, 12, 1, 7, 0, tzinfo=STOCKHOLM)
+    reading = hook.wait_until(moment) if runner == "sync" else asyncio.run(hook.await_until(moment))
+    assert moment <= reading.now < moment + dt.timedelta(seconds=50)
+
+
+@pytest.mark.sandbox_clock("2026-12-01T06:59:50+01:00", speed=10.0)
+def test_wait_jitter_applies_only_to_a_waiter_that_sleeps_towards_the_moment(sandbox: Any, use_connection: Any) -> None:
+    use_connection()
+    hook = SkattekontoHook()
+    moment = dt.datetime(2026, 12, 1, 7, 0, tzinfo=STOCKHOLM)
+    reading = hook.wait_until(moment, jitter_seconds=20)
+    assert reading.now >= moment + dt.timedelta(seconds=20)
+    past = hook.wait_until(moment, jitter_seconds=600)  # already past: no jitter, returns at once
+    assert past.now < moment + dt.timedelta(seconds=100)

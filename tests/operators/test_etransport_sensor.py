@@ -182,3 +182,37 @@ def test_start_from_trigger_needs_no_worker_until_the_file_is_there(
     assert state == "success"
     assert xcom["delivery_morning"] == "2026-11-30T07:00:00+01:00"
     assert Path(xcom["path"].removeprefix("file://")).is_file()
+
+
+def _first_event(trigger: ETransportFileTrigger) -> dict[str, Any]:
+    async def run() -> Any:
+        return await trigger.run().__anext__()
+
+    return dict(asyncio.run(run()).payload)
+
+
+@pytest.mark.parametrize(("failures", "status"), [(2, "found"), (None, "error")])
+def test_trigger_listing_failures_go_through_the_retry_budget(
+    sandbox: Any, use_connection: Any, failures: int | None, status: str
+) -> None:
+    """A listing outage shorter than retry_max_seconds is ridden out; a longer one ends the wait with a
+    retryable error (the task's retries apply) instead of being polled past into a false 'missing'."""
+    sandbox.clock.set(now=dt.datetime(2026, 11, 30, 2, 0, tzinfo=STOCKHOLM), speed=1.0)
+    use_connection(retry_max_seconds=1, retry_delay_seconds=0.2)
+    SkattekontoHook().bestall()
+    sandbox.clock.set(now=dt.datetime(2026, 11, 30, 7, 59, 57, tzinfo=STOCKHOLM))
+    sandbox.faults.status("etransport_list", 503, times=failures)
+    event = _first_event(
+        ETransportFileTrigger(delivery_morning="2026-11-30T07:00:00+01:00", deadline_time="08:00", poll_interval=1)
+    )
+    assert event["status"] == status, event
+    if status == "error":
+        assert event["retryable"] is True
+        assert "Gave up after" in event["message"] and "retry_max_seconds" in event["message"]
+
+
+def test_trigger_configuration_error_is_an_error_event_not_retryable(sandbox: Any, use_connection: Any) -> None:
+    use_connection()
+    event = _first_event(ETransportFileTrigger(delivery_morning="not a time"))
+    assert event["status"] == "error" and event["retryable"] is False
+    assert "not a time" in event["message"]

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_skattekonto.domain.calendar import STOCKHOLM
+from airflow_provider_skattekonto.exceptions import SkattekontoApiError
 from airflow_provider_skattekonto.operators.bestall import DEFER_GRACE, BestallOperator
 from airflow_provider_skattekonto.sensors.etransport import ETransportFileSensor
 from airflow_provider_skattekonto.triggers.service_time import ServiceTimeTrigger
@@ -38,6 +39,15 @@ def test_sensor_error_event_fails_with_its_message() -> None:
     sensor = ETransportFileSensor(task_id="wait", delivery_morning="2026-12-01T07:00:00+01:00")
     with pytest.raises(AirflowFailException, match="HTTP 403: no SKOL role"):
         sensor.execute_complete(context={}, event={"status": "error", "message": "HTTP 403: no SKOL role"})  # type: ignore[arg-type]
+
+
+def test_sensor_retryable_error_event_leaves_it_to_the_task_retries() -> None:
+    """An outage longer than the retry budget: not a fast failure, so the task's ``retries`` apply."""
+    sensor = ETransportFileSensor(task_id="wait", delivery_morning="2026-12-01T07:00:00+01:00")
+    event = {"status": "error", "message": "Gave up after 3 attempt(s): HTTP 503", "retryable": True}
+    with pytest.raises(SkattekontoApiError, match="Gave up after 3 attempt") as caught:
+        sensor.execute_complete(context={}, event=event)  # type: ignore[arg-type]
+    assert caught.value.retryable
 
 
 @pytest.mark.parametrize(
