@@ -5,6 +5,8 @@ Skatteverket's file description ("Bilaga filbeskrivning ... v1.0") is not public
 The whole layout lives in :data:`LAYOUT` (one table), so correcting it is a change to this module only.
 
 * UTF-8 (a BOM is tolerated when reading), one record per line, lines end in CRLF (LF also accepted).
+  A line holds at most :data:`MAX_LINE_BYTES` bytes (64 KiB, line end included); no field holds a control
+  character (U+0000-U+001F, U+007F).
 * Fields separated by ``;`` with RFC 4180 quoting (a text may contain ``;`` or ``"``).
 * The first field is the record type: ``H`` header, ``S`` balance (saldo) of one principal followed by
   its ``T`` transactions (a block), ``E`` trailer with counts and a control sum.
@@ -28,6 +30,7 @@ import datetime as dt
 import io
 import itertools
 import operator
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, BinaryIO, NamedTuple
 
@@ -48,6 +51,7 @@ from airflow_provider_skattekonto.domain.records import (
 __all__ = [
     "LAYOUT",
     "LAYOUT_VERSION",
+    "MAX_LINE_BYTES",
     "SUPPORTED_LAYOUT_VERSIONS",
     "AnswerFileError",
     "Block",
@@ -68,6 +72,9 @@ LINE_TERMINATOR = "\r\n"
 ENCODING = "utf-8"
 
 _READ_CHUNK = 1 << 16
+MAX_LINE_BYTES = 1 << 16
+"""The longest line the parser reads (64 KiB, line end included; a real record is under 1 KiB). A longer
+line is refused before it is held in memory, so memory stays flat on any input."""
 _MAX_SHOWN_VALUE = 60
 _LAYOUT_DOC = "docs/answer-file-layout.md"
 
@@ -283,7 +290,27 @@ def _format_text(value: str) -> str:
         raise ValueError("a text field must not be empty")
     if "\n" in value or "\r" in value:
         raise ValueError(f"text {value!r} contains a line break, which the layout does not allow")
+    if _CONTROL.search(value):
+        raise ValueError(f"text {value!r} contains a control character, which the layout does not allow")
     return value
+
+
+# Control characters no field may hold: every C0 character and DEL (a line ends in LF or CRLF only).
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_CONTROL_NAMES = {0x00: "NUL", 0x09: "tab", 0x0D: "carriage return without its line feed", 0x1B: "ESC", 0x7F: "DEL"}
+
+
+class _ControlCharacter(Exception):
+    """Internal: a line (without its line end) holds a control character at ``position``."""
+
+    def __init__(self, body: str, position: int) -> None:
+        super().__init__(position)
+        self.body = body
+        self.position = position
+
+
+class _LineTooLong(Exception):
+    """Internal: a line is longer than MAX_LINE_BYTES."""
 
 
 def _parse_version(text: str) -> str:
@@ -441,7 +468,7 @@ class _IterableReader(io.RawIOBase):
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = iter(chunks)
-        self._pending = b""
+        self._pending = memoryview(b"")
 
     def readable(self) -> bool:
         return True
@@ -450,12 +477,12 @@ class _IterableReader(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         while not self._pending:
             try:
-                self._pending = bytes(next(self._chunks))
+                self._pending = memoryview(bytes(next(self._chunks))).cast("B")
             except StopIteration:
                 return 0
         size = min(len(view), len(self._pending))
         view[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
+        self._pending = self._pending[size:]  # a view: a large chunk is not copied again per read
         return size
 
 
@@ -498,11 +525,13 @@ _BOM = codecs.BOM_UTF8
 
 def _first_line(stream: IO[bytes]) -> str | None:
     """The first line, decoded, without a leading UTF-8 BOM (``None``: empty file or only a BOM)."""
-    first = next(iter(stream), None)
-    if first is None:
-        return None
+    first = stream.readline(MAX_LINE_BYTES + 1)
     if not isinstance(first, bytes):
         raise TypeError(_TEXT_MODE_HINT)
+    if not first:
+        return None
+    if len(first) > MAX_LINE_BYTES:
+        raise _LineTooLong
     if first.startswith(_BOM):
         first = first[len(_BOM) :]
         if not first:  # nothing but a BOM
@@ -556,7 +585,9 @@ def _parse(
             source_name=source_name,
             line_number=1,
         ) from None
-    rest: Iterator[str] = map(bytes.decode, stream)  # the per-line path's view of what follows
+    except _LineTooLong:
+        raise _too_long(source_name, 1) from None
+    rest = _bounded_lines(stream)  # the per-line path's view of what follows
     if first is None:
         yield from _parse_lines(iter(()), source_name, state)
         return
@@ -569,23 +600,112 @@ def _parse(
         if not data:
             yield from _parse_lines(rest, source_name, state, first_line=state.line + 1)  # raises: no trailer
             return
+        follow = rest
         if not data.endswith(b"\n"):
-            data += stream.readline()
-        try:
-            text = data.decode(ENCODING)
-        except UnicodeDecodeError:  # the per-line path names the line
-            lines = map(bytes.decode, io.BytesIO(data))
-            count = data.count(b"\n") + (not data.endswith(b"\n"))
-            yield from _parse_lines(
-                itertools.chain(lines, rest),
-                source_name,
-                state,
-                first_line=state.line + 1,
-                stop_line=state.line + count,
-            )
-            continue
-        plain = len(data.translate(None, _CONTROL_BYTES)) == len(data)
-        yield from _segment(text, state, source_name, rest, plain)
+            tail = stream.readline(MAX_LINE_BYTES + 1)
+            end = data.rfind(b"\n") + 1
+            if len(data) - end + len(tail) > MAX_LINE_BYTES:
+                # The lines before the long one first (an earlier problem is reported first); a trailer
+                # among them reads on into the long line (nothing may follow a trailer) and fails there.
+                data, follow = data[:end], _too_long_next()
+            else:
+                data += tail
+        if data:
+            yield from _block(data, state, source_name, follow)
+        if follow is not rest:
+            raise _too_long(source_name, state.line + 1)
+
+
+def _block(data: bytes, state: _State, source_name: str, rest: Iterator[str]) -> Iterator[Record | TransactionBatch]:
+    """Whole lines of the file (the last line may lack its end), then ``rest``: the fast path where it
+    can vouch for the lines, else the per-line path."""
+    try:
+        text = data.decode(ENCODING)
+    except UnicodeDecodeError:  # the per-line path names the line
+        lines = map(bytes.decode, io.BytesIO(data))
+        count = data.count(b"\n") + (not data.endswith(b"\n"))
+        yield from _parse_lines(
+            itertools.chain(lines, rest),
+            source_name,
+            state,
+            first_line=state.line + 1,
+            stop_line=state.line + count,
+        )
+        return
+    plain = len(data.translate(None, _CONTROL_BYTES)) == len(data)
+    yield from _segment(text, state, source_name, rest, plain)
+
+
+def _bounded_lines(stream: IO[bytes]) -> Iterator[str]:
+    """The stream's lines, decoded; a line longer than MAX_LINE_BYTES raises before it is read whole."""
+    readline = stream.readline
+    while line := readline(MAX_LINE_BYTES + 1):
+        if len(line) > MAX_LINE_BYTES:
+            raise _LineTooLong
+        yield line.decode(ENCODING)
+
+
+def _too_long_next() -> Iterator[str]:
+    """Lines that follow a region when the next line is too long: reading on fails at once."""
+    raise _LineTooLong
+    yield  # pragma: no cover - a generator that fails when first read
+
+
+_TOO_LONG_REASON = (
+    f"line longer than {MAX_LINE_BYTES:,} bytes (a record is one short line; this is not an answer file "
+    "of this layout, or it is damaged); the line was not read"
+)
+
+
+def _too_long(source_name: str, line_number: int) -> AnswerFileError:
+    return AnswerFileError(_TOO_LONG_REASON, source_name=source_name, line_number=line_number)
+
+
+def _screened(lines: Iterable[str]) -> Iterator[str]:
+    """The per-line path's lines, refusing a control character anywhere but in the line end (CRLF or LF)."""
+    search = _CONTROL.search
+    for line in lines:
+        if search(line) is not None:
+            body = line[:-1] if line.endswith("\n") else line
+            if body.endswith("\r"):
+                body = body[:-1]
+            found = search(body)
+            if found is not None:
+                raise _ControlCharacter(body, found.start())
+        yield line
+
+
+def _control_error(body: str, position: int, fail: Callable[..., AnswerFileError], line_number: int) -> AnswerFileError:
+    """The error for a control character at ``position`` of a line: names the field and shows its value."""
+    index = start = 0
+    end = len(body)
+    quoted = False
+    for at, char in enumerate(body):
+        if char == '"':
+            quoted = not quoted
+        elif char == DELIMITER and not quoted:
+            if at > position:
+                end = at
+                break
+            index += 1
+            start = at + 1
+    raw = body[start:end]
+    value = raw[1:-1].replace('""', '"') if len(raw) >= 2 and raw[0] == raw[-1] == '"' else raw
+    kind = body.split(DELIMITER, 1)[0]
+    specs = _COMPILED[kind].specs if kind in _COMPILED else ()
+    names = [RECORD_TYPE_FIELD, *(spec.name for spec in specs)]
+    field = names[index] if index < len(names) else f"field {index + 1}"
+    char = body[position]
+    code = ord(char)
+    name = _CONTROL_NAMES.get(code)
+    return fail(
+        f"control character U+{code:04X}{f' ({name})' if name else ''} at character {value.find(char) + 1} of "
+        "the value; no field may hold a control character (U+0000-U+001F, U+007F), and a line ends only in "
+        "CRLF or LF",
+        field=field,
+        value=value,
+        line_number=line_number,
+    )
 
 
 _SEGMENT = 1 << 16  # bytes read per step of the fast path (then completed to a whole line)
@@ -859,7 +979,7 @@ def _parse_lines(
 ) -> Iterator[Record]:
     """The per-line path, from the file's line ``first_line`` (1: the header): parse records until the
     line ``stop_line`` is consumed at a record boundary (then save the state and return), or to the end."""
-    reader = _LineCounter(csv.reader(lines, delimiter=DELIMITER, quotechar='"', strict=True), first_line - 1)
+    reader = _LineCounter(csv.reader(_screened(lines), delimiter=DELIMITER, quotechar='"', strict=True), first_line - 1)
     line = 0
     stop = -1 if stop_line is None else stop_line
 
@@ -1033,6 +1153,10 @@ def _rows(reader: Any, fail: Callable[..., AnswerFileError]) -> Iterator[list[st
         ) from None
     except csv.Error as exc:
         raise fail(f"malformed quoting or field separators ({exc})", line_number=reader.line_num) from None
+    except _LineTooLong:
+        raise fail(_TOO_LONG_REASON, line_number=reader.line_num + 1) from None
+    except _ControlCharacter as exc:
+        raise _control_error(exc.body, exc.position, fail, reader.line_num + 1) from None
 
 
 def _expect_end(rows: Iterator[list[str]], reader: Any, fail: Callable[..., AnswerFileError]) -> None:
@@ -1189,6 +1313,7 @@ def write_answer_file(
         compiled_s = _COMPILED[BALANCE]
         fmt_amount = format_amount
         fmt_date = dt.date.isoformat
+        control = _CONTROL.search
         for balance, transactions in blocks:
             principal = normalize_principal_id(balance.principal)
             if principal != balance.principal:
@@ -1212,6 +1337,8 @@ def write_answer_file(
                 text_value = t.text
                 if not text_value or "\n" in text_value or "\r" in text_value:
                     raise ValueError(f"transaction {t!r} needs a one-line, non-empty text")
+                if control(text_value) or (t.transaction_id and control(t.transaction_id)):
+                    raise ValueError(f"transaction {t!r} holds a control character, which the layout does not allow")
                 amount_sum += (s_ore or 0) + (k_ore or 0)
                 interest = t.interest_date
                 writerow(

@@ -144,6 +144,28 @@ def test_parse_error_deep_in_the_file_leaves_every_table_unchanged(warehouse: Wa
     assert warehouse.dump() == before
 
 
+@pytest.mark.parametrize("control", ["\x00", "\x1b", "\r"], ids=["nul", "esc", "lone-cr"])
+def test_a_control_character_in_a_text_is_refused_before_the_database_sees_it(
+    warehouse: Warehouse, tmp_path: Path, control: str
+) -> None:
+    """PostgreSQL refuses NUL itself (a raw driver error that was retried); SQLite and ESC stored it."""
+    before = warehouse.dump()
+    content = file_bytes(header("F1", at(2)), random_blocks(60, 100, seed=3, reconciled_on=PERIOD))
+    lines = content.split(b"\r\n")
+    number = next(n for n in range(5000, len(lines)) if lines[n - 1].startswith(b"T;") and b'"' not in lines[n - 1])
+    fields = lines[number - 1].split(b";")
+    fields[5] = fields[5][:3] + control.encode() + fields[5][3:]  # transaktionstext
+    lines[number - 1] = b";".join(fields)
+    path = tmp_path / "SKAHMST_control.txt"
+    path.write_bytes(b"\r\n".join(lines))
+    with pytest.raises(AnswerFileError) as caught:
+        load_path(warehouse, path, hashlib.sha256(path.read_bytes()).hexdigest(), batch_rows=700)
+    error = caught.value
+    assert (error.line_number, error.field) == (number, "transaktionstext"), str(error)
+    assert control in (error.value or "") and "control character" in str(error)
+    assert warehouse.dump() == before
+
+
 def test_missing_trailer_leaves_every_table_unchanged(fast_warehouse: Warehouse) -> None:
     before = fast_warehouse.dump()
     content = file_bytes(header("F1", at(2)), random_blocks(20, 50, seed=4, reconciled_on=PERIOD))
