@@ -13,8 +13,13 @@ from airflow_provider_skattekonto.version_compat import AirflowFailException
 
 @contextmanager
 def fail_fast_unless_retryable() -> Iterator[None]:
-    """Errors that a retry cannot fix (4xx, certificate, configuration, hostile names) fail the task at
-    once, without Airflow retries; transient ones propagate unchanged so the task's ``retries`` apply."""
+    """Errors that a retry cannot fix fail the task at once, with their message and without Airflow retries:
+    4xx, certificate, configuration, hostile names, and a wrong answer file, checksum, table name or
+    staging target (retrying the same bytes cannot help). Transient errors, and errors of the database or
+    the storage, propagate unchanged so the task's ``retries`` apply.
+
+    A context manager, and a decorator for an operator's ``execute``.
+    """
     try:
         yield
     except SkattekontoError as exc:
@@ -23,6 +28,12 @@ def fail_fast_unless_retryable() -> Iterator[None]:
         raise AirflowFailException(str(exc)) from None
     except UnsafeRemoteNameError as exc:
         raise AirflowFailException(str(exc)) from None
+    except ValueError as exc:
+        from airflow_provider_skattekonto.domain.answer_file import AnswerFileError
+
+        if isinstance(exc, AnswerFileError):
+            raise AirflowFailException(str(exc)) from None
+        raise
 
 
 def checked_event(event: Any, expected: Mapping[str, tuple[str, ...]], *, waiting_for: str) -> dict[str, Any]:

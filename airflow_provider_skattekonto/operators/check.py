@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_skattekonto.loading.names import DEFAULT_PREFIX, SnapshotLoadError, table_names
+from airflow_provider_skattekonto._task_errors import fail_fast_unless_retryable
+from airflow_provider_skattekonto.loading.names import DEFAULT_PREFIX, table_names
+from airflow_provider_skattekonto.operators._sql import check_table_names_unless_templated, sql_connection
 from airflow_provider_skattekonto.version_compat import AirflowFailException
 
 if TYPE_CHECKING:
@@ -93,31 +95,18 @@ class SkattekontoBalanceCheckOperator(BaseOperator):
         self.table_schema = table_schema
         self.on_break = on_break
         self.max_reported = max_reported
-        if "{{" not in table_prefix and (table_schema is None or "{{" not in table_schema):
-            table_names(table_prefix, table_schema)  # fail at DAG parse time on a bad prefix
+        check_table_names_unless_templated(table_prefix, table_schema)
 
+    @fail_fast_unless_retryable()
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_skattekonto.loading.continuity import check_balance_continuity
-        from airflow_provider_skattekonto.operators.load import dialect_of
-        from airflow_provider_skattekonto.version_compat import BaseHook
 
-        try:
-            table_names(self.table_prefix, self.table_schema)
-        except SnapshotLoadError as exc:
-            raise AirflowFailException(str(exc)) from None
+        table_names(self.table_prefix, self.table_schema)
         ids = _file_ids(self.file_id)
-        hook = BaseHook.get_hook(self.sql_conn_id)
-        dialect = dialect_of(hook)
-        conn = hook.get_conn()
-        try:
+        with sql_connection(self.sql_conn_id, self.log) as (_, dialect, conn):
             report = check_balance_continuity(
                 conn, dialect=dialect, file_ids=ids, prefix=self.table_prefix, schema=self.table_schema
             )
-        finally:
-            try:
-                conn.close()
-            except Exception:  # pragma: no cover - closing a dead connection
-                self.log.debug("Closing the database connection failed", exc_info=True)
         summary = report.summary()
         if report.ok:
             self.log.info("%s", summary)

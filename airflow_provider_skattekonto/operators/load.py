@@ -5,34 +5,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_skattekonto._task_errors import fail_fast_unless_retryable
 from airflow_provider_skattekonto.links import ArchivedFileLink, archived_file_url
-from airflow_provider_skattekonto.loading.names import DEFAULT_PREFIX, SnapshotLoadError, table_names
+from airflow_provider_skattekonto.loading.names import DEFAULT_PREFIX, table_names
+from airflow_provider_skattekonto.operators._sql import check_table_names_unless_templated, dialect_of, sql_connection
 from airflow_provider_skattekonto.version_compat import AirflowFailException
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 __all__ = ["SkattekontoToSqlOperator", "dialect_of"]
-
-
-def dialect_of(hook: Any) -> str:
-    """The loader dialect for a common-sql hook: ``sqlite``, ``postgresql`` or ``generic``."""
-    candidates = [getattr(hook, "conn_type", None)]
-    with suppress(Exception):  # dialect_name may need SQLAlchemy and a valid URI; conn_type suffices then
-        candidates.append(hook.dialect_name)
-    for candidate in candidates:
-        name = str(candidate or "").lower()
-        if name == "sqlite":
-            return "sqlite"
-        if name in ("postgres", "postgresql") or name.startswith("postgresql+"):
-            return "postgresql"
-    return "generic"
 
 
 # The load report's fields every outlet asset event carries (downstream DAGs read them from the event).
@@ -193,26 +180,17 @@ class SkattekontoToSqlOperator(BaseOperator):
         self.table_prefix = table_prefix
         self.table_schema = table_schema
         self.create_tables = create_tables
-        if "{{" not in table_prefix and (table_schema is None or "{{" not in table_schema):
-            table_names(table_prefix, table_schema)  # fail at DAG parse time on a bad prefix
+        check_table_names_unless_templated(table_prefix, table_schema)
 
+    @fail_fast_unless_retryable()
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk import ObjectStoragePath
 
-        from airflow_provider_skattekonto.domain.answer_file import AnswerFileError
-        from airflow_provider_skattekonto.loading.snapshot import (
-            FileChecksumError,
-            ensure_tables,
-            load_answer_stream,
-            sha256_of,
-        )
+        from airflow_provider_skattekonto.loading.snapshot import ensure_tables, load_answer_stream, sha256_of
         from airflow_provider_skattekonto.version_compat import BaseHook
 
         info = _file_info(self.file)
-        try:
-            table_names(self.table_prefix, self.table_schema)
-        except SnapshotLoadError as exc:
-            raise AirflowFailException(str(exc)) from None
+        table_names(self.table_prefix, self.table_schema)
         path = ObjectStoragePath(info.url)
         _require_reachable(path, info.url)
         sha256, size = info.sha256, info.size
@@ -222,12 +200,9 @@ class SkattekontoToSqlOperator(BaseOperator):
             self.log.info("%s: no sha256 given; computed %s (%d bytes)", info.name, sha256, size)
 
         ArchivedFileLink.push(context, archived_file_url(info.url, sha256=sha256, size=size))
-        hook = BaseHook.get_hook(self.sql_conn_id)
-        dialect = dialect_of(hook)
-        self._lineage = (info.url, hook, BaseHook.get_connection(self.sql_conn_id), dialect)
-        self.log.info("Loading %s (%s) into %s (dialect %s)", info.name, info.url, self.sql_conn_id, dialect)
-        conn = hook.get_conn()
-        try:
+        with sql_connection(self.sql_conn_id, self.log) as (hook, dialect, conn):
+            self._lineage = (info.url, hook, BaseHook.get_connection(self.sql_conn_id), dialect)
+            self.log.info("Loading %s (%s) into %s (dialect %s)", info.name, info.url, self.sql_conn_id, dialect)
             if self.create_tables:
                 ensure_tables(conn, dialect=dialect, prefix=self.table_prefix, schema=self.table_schema)
             with path.open("rb") as stream:
@@ -243,14 +218,6 @@ class SkattekontoToSqlOperator(BaseOperator):
                     schema=self.table_schema,
                     expected_orderer=info.orderer,
                 )
-        except (AnswerFileError, FileChecksumError, SnapshotLoadError) as exc:
-            # the file itself is wrong: retrying the same bytes cannot help (database errors do retry)
-            raise AirflowFailException(str(exc)) from exc
-        finally:
-            try:
-                conn.close()
-            except Exception:  # pragma: no cover - closing a dead connection
-                self.log.debug("Closing the database connection failed", exc_info=True)
 
         if result.noop:
             self.log.warning("%s: %s", info.name, result.noop_reason)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_skattekonto._task_errors import fail_fast_unless_retryable
 from airflow_provider_skattekonto.version_compat import AirflowFailException
 
 if TYPE_CHECKING:
@@ -58,12 +59,12 @@ class SkattekontoStageFilesOperator(BaseOperator):
         self.destination_conn_id = destination_conn_id
         self.formats = formats
 
+    @fail_fast_unless_retryable()
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk import ObjectStoragePath
 
-        from airflow_provider_skattekonto.domain.answer_file import AnswerFileError
-        from airflow_provider_skattekonto.loading.snapshot import FileChecksumError, sha256_of
-        from airflow_provider_skattekonto.loading.staging import MANIFEST_NAME, StagingError, stage_answer_file
+        from airflow_provider_skattekonto.loading.snapshot import sha256_of
+        from airflow_provider_skattekonto.loading.staging import MANIFEST_NAME, stage_answer_file
         from airflow_provider_skattekonto.operators.load import _file_info
 
         info = _file_info(self.file)
@@ -80,19 +81,16 @@ class SkattekontoStageFilesOperator(BaseOperator):
             with source.open("rb") as stream:
                 sha256, size = sha256_of(stream)
         self.log.info("Staging %s as %s into %s", info.name, ", ".join(self.formats), folder)
-        try:
-            with source.open("rb") as stream:
-                manifest = stage_answer_file(
-                    stream,
-                    folder,
-                    file_name=info.name,
-                    sha256=sha256,
-                    size=size,
-                    delivery_morning=info.delivery_morning,
-                    formats=self.formats,
-                )
-        except (AnswerFileError, FileChecksumError, StagingError) as exc:
-            raise AirflowFailException(str(exc)) from exc
+        with source.open("rb") as stream:
+            manifest = stage_answer_file(
+                stream,
+                folder,
+                file_name=info.name,
+                sha256=sha256,
+                size=size,
+                delivery_morning=info.delivery_morning,
+                formats=self.formats,
+            )
         tables = manifest["tables"]
         self.log.info(
             "Staged %s: %d transactions, %d balances; manifest %s",
