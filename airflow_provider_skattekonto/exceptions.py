@@ -65,6 +65,7 @@ class SkattekontoApiError(SkattekontoError):
         self.advice = advice
         self.retryable = retryable
         self.retry_after = retry_after
+        self.summary = message  # what failed, without the service's message, correlation id and advice
         parts = [message]
         if service_message:
             parts.append(f"service said: {service_message!r}")

@@ -190,7 +190,8 @@ def load_pem(cert_pem: bytes, key_pem: bytes, password: str | None, *, source: s
         except TypeError as exc:
             if secret is None:
                 raise CertificateError(
-                    f"The private key in {source} is encrypted; give its password in the connection"
+                    f"The private key in {source} is encrypted but no password is set: set the connection's extra "
+                    "'certificate_password' to the key's password"
                 ) from exc
             # A password was configured but the key is not encrypted: use it as it is.
             key = serialization.load_pem_private_key(key_blocks[0], password=None)
@@ -226,7 +227,12 @@ def _not_pkcs12(source: str, data: bytes) -> CertificateError:
     )
 
 
-def _wrong_password(source: str) -> CertificateError:
+def _wrong_password(source: str, password: str | None) -> CertificateError:
+    if not password:
+        return CertificateError(
+            f"No certificate password (PIN) is set for {source}, but the certificate is protected by one: set the "
+            "connection's extra 'certificate_password' to the PIN delivered with the Expisoft certificate"
+        )
     return CertificateError(
         f"Wrong certificate password (PIN) for {source}; check the PIN delivered with the Expisoft certificate"
     )
@@ -254,7 +260,7 @@ def _openssl_pkcs12(data: bytes, password: str | None, source: str) -> tuple[byt
         if password:
             text = text.replace(password, "***")
         if "mac verify error" in text.lower() or "invalid password" in text.lower():
-            raise _wrong_password(source)
+            raise _wrong_password(source, password)
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         diagnostic = diagnostic or (lines[-1][:300] if lines else f"openssl exited with {result.returncode}")
     return None, f"openssl could not read it either: {diagnostic}"
@@ -280,7 +286,7 @@ def load_pkcs12(data: bytes, password: str | None, *, source: str) -> LoadedCert
         pem, diagnostic = _openssl_pkcs12(data, password, source)
         if pem is None:
             if "Invalid password" in str(exc):
-                raise _wrong_password(source) from None
+                raise _wrong_password(source, password) from None
             raise CertificateError(
                 f"The PKCS#12 bundle {source} cannot be read ({exc}; {diagnostic}). "
                 "Check that it is the complete .p12 file from Expisoft"

@@ -39,6 +39,10 @@ _TOKEN_URLS = {
 }
 
 
+DEFAULT_MAX_DOWNLOAD_MIB = 512.0
+DEFAULT_INBOX_SETTLE_SECONDS = 10.0
+
+
 def _extra(label: str, description: str, default: Any = None, *, secret: bool = False) -> Any:
     """Declare one extra: its form label and help text, its default, and whether it is a secret."""
     return Field(default=default, title=label, description=description, json_schema_extra={"secret": secret})
@@ -102,6 +106,18 @@ class ConnectionExtras(BaseModel):
     )
     archive_url: str | None = _extra(
         "Archive URL", "Object-storage URL (file://, s3://...) where answer files are archived before loading"
+    )
+    max_download_mib: float = Field(
+        default=DEFAULT_MAX_DOWNLOAD_MIB,
+        gt=0,
+        title="Download cap (MiB)",
+        description="Largest answer file downloaded (also when the listing gives no size); larger fails",
+    )
+    inbox_settle_seconds: float = Field(
+        default=DEFAULT_INBOX_SETTLE_SECONDS,
+        ge=0,
+        title="Inbox settle time (s)",
+        description="An inbox file without a .sha256 is taken once its size and mtime stay unchanged this long",
     )
     sandbox_clock: bool = _extra("Sandbox clock", "Local sandbox only: take 'now' from the sandbox's clock", False)
 
@@ -226,6 +242,8 @@ class SkattekontoConnectionConfig:
     etransport_inbox: str | None
     archive_url: str | None
     sandbox_clock: bool
+    max_download_mib: float = DEFAULT_MAX_DOWNLOAD_MIB
+    inbox_settle_seconds: float = DEFAULT_INBOX_SETTLE_SECONDS
 
     def secrets(self) -> list[str]:
         """The secret values of this configuration (for Airflow's secrets masker)."""
@@ -242,6 +260,19 @@ class SkattekontoConnectionConfig:
         return f"certificate_pem_path={self.certificate_pem_path}"
 
 
+def nearest_extra(name: str) -> str | None:
+    """The known extra closest to the unknown ``name`` (a typo, another case, dashes), or None."""
+    import difflib
+
+    known = sorted(KNOWN_EXTRAS - DEPRECATED_EXTRAS)
+    folded = {candidate.lower(): candidate for candidate in known}
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
+    if key in folded:
+        return folded[key]
+    close = difflib.get_close_matches(key, list(folded), n=1, cutoff=0.75)
+    return folded[close[0]] if close else None
+
+
 def validate_extras(conn_id: str, extra: Mapping[str, Any]) -> ConnectionExtras:
     """The connection's extras checked against :class:`ConnectionExtras`; a mistake names the field (never a
     secret's value) and what it expects."""
@@ -251,9 +282,10 @@ def validate_extras(conn_id: str, extra: Mapping[str, Any]) -> ConnectionExtras:
         errors = exc.errors()
     unknown = sorted(str(error["loc"][0]) for error in errors if error["type"] == "extra_forbidden")
     if unknown:
+        hints = [f"{name} (did you mean {nearest}?)" if (nearest := nearest_extra(name)) else name for name in unknown]
         raise ConfigurationError(
-            f"Connection {conn_id!r}: unknown extra field(s) {', '.join(unknown)}; known fields: "
-            f"{', '.join(sorted(KNOWN_EXTRAS))}"
+            f"Connection {conn_id!r}: unknown extra field(s) {', '.join(hints)}; known fields: "
+            f"{', '.join(sorted(KNOWN_EXTRAS - DEPRECATED_EXTRAS))}"
         )
     error = errors[0]
     name = str(error["loc"][0]) if error["loc"] else "extra"
@@ -261,6 +293,25 @@ def validate_extras(conn_id: str, extra: Mapping[str, Any]) -> ConnectionExtras:
     got = "" if name in SECRET_EXTRAS else f", got {error.get('input')!r}"
     expected = f" Expected: {info.description}." if info is not None else ""
     raise ConfigurationError(f"Connection {conn_id!r}: extra {name!r} is invalid ({error['msg']}){got}.{expected}")
+
+
+#: Storage URL schemes accepted for ``etransport_inbox`` and ``archive_url``: local files and object stores
+#: that speak TLS. Plaintext transports (http, ftp, ...) would expose the principals' tax data on the wire.
+STORAGE_SCHEMES = frozenset({"file", "local", "s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl"})
+
+
+def plaintext_storage_problem(url: str | None) -> str | None:
+    """Why ``url`` may not hold answer files (a plaintext or unknown scheme), or None when it may."""
+    if not url or "://" not in url:
+        return None  # a plain local path
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in STORAGE_SCHEMES:
+        return None
+    return (
+        f"uses {scheme}://, which is refused: answer files hold principals' tax data and may only live on local "
+        f"paths or TLS-capable object storage ({', '.join(sorted(STORAGE_SCHEMES))}://, or a plain path); got "
+        f"{url.split('://', 1)[0]}://{urlsplit(url).hostname or ''}..."
+    )
 
 
 def _environment(base_url: str) -> str | None:
@@ -377,6 +428,10 @@ def parse_connection(
     etransport_url = fields.etransport_url
     if etransport_url and not etransport_url.startswith("https://"):
         raise problem(f"extra 'etransport_url' must be an https:// URL, got {etransport_url!r}")
+    for name in ("etransport_inbox", "archive_url"):
+        refused = plaintext_storage_problem(getattr(fields, name))
+        if refused:
+            raise problem(f"extra {name!r} {refused}")
 
     return SkattekontoConnectionConfig(
         conn_id=conn_id,
@@ -404,6 +459,8 @@ def parse_connection(
         etransport_inbox=fields.etransport_inbox,
         archive_url=fields.archive_url,
         sandbox_clock=fields.sandbox_clock,
+        max_download_mib=fields.max_download_mib,
+        inbox_settle_seconds=fields.inbox_settle_seconds,
     )
 
 

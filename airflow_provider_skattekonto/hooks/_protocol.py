@@ -194,6 +194,12 @@ def api_error(reply: Reply, request: RequestSpec, *, token_endpoint: bool = Fals
             "grant_type, scope, token_url, and that the organisation certificate is registered for this "
             "client (designated certificate) or is a valid Expisoft certificate."
         )
+    elif token_endpoint and reply.status == 404:
+        advice = (
+            "The token endpoint was not found at this address: check the connection's extra token_url (its "
+            "default comes from the host and grant_type; Skatteverket publishes the token URLs on its developer "
+            "portal, page 'Säkerhet och API:er')."
+        )
     return kind(
         f"{request.method} /{path} answered HTTP {reply.status}",
         status=reply.status,

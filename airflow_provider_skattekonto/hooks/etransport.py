@@ -60,6 +60,12 @@ class DownloadError(SkattekontoError):
     retryable = True
 
 
+class DownloadTooLargeError(DownloadError):
+    """A file larger than the download cap (``max_download_mib``); nothing was archived. Not retried."""
+
+    retryable = False
+
+
 @dataclass(frozen=True)
 class StoredFile:
     """An answer file safely in the archive."""
@@ -177,9 +183,10 @@ class HttpsSource:
 class InboxSource:
     """A folder or object-storage prefix filled by the organisation's own E-transport client."""
 
-    def __init__(self, url: str, file_pattern: str) -> None:
+    def __init__(self, url: str, file_pattern: str, settle_seconds: float = 0.0) -> None:
         self.url = url
         self.file_pattern = file_pattern
+        self.settle_seconds = settle_seconds
         self.description = f"E-transport inbox {url}"
 
     def _root(self) -> ObjectStoragePath:
@@ -204,6 +211,10 @@ class InboxSource:
                     continue
                 checksum = _read_sidecar(root, root / f"{entry.name}.sha256")
                 info = entry.stat()
+                waiting = self._incomplete(root, entry, info.st_size, info.st_mtime, checksum)
+                if waiting:
+                    log.info("Not taking inbox file %s yet: %s", repr(entry.name)[:120], waiting)
+                    continue
                 files.append(
                     RemoteFile(
                         name=check_remote_name(entry.name),
@@ -218,6 +229,46 @@ class InboxSource:
             except (OSError, ValueError) as exc:
                 log.warning("Skipping inbox entry %s of %s: %s", repr(entry.name)[:120], self.description, exc)
         return files
+
+    def _incomplete(
+        self, root: ObjectStoragePath, entry: ObjectStoragePath, size: int, mtime: float, checksum: str | None
+    ) -> str | None:
+        """Why ``entry`` may still be being written (None when it is complete).
+
+        Complete means: its ``.sha256`` sidecar is present and matches its bytes; or, without a sidecar, its
+        size and mtime have stayed the same for ``settle_seconds`` (``inbox_settle_seconds``). Object stores
+        publish an object only once its upload is complete, so there the sidecar check alone applies.
+        """
+        key = (self.url, entry.name)
+        if checksum is not None:
+            actual = _INBOX_HASHES.get((*key, size, mtime))
+            if actual is None:
+                with entry.open("rb") as handle:
+                    actual = sha256_of(handle)[0]
+                if len(_INBOX_HASHES) > 1000:
+                    _INBOX_HASHES.clear()
+                _INBOX_HASHES[(*key, size, mtime)] = actual
+            if actual == checksum:
+                return None
+            return (
+                f"its bytes ({size}, sha256 {actual[:12]}...) do not match its .sha256 file: still being written, "
+                "or corrupt; it is taken once they match"
+            )
+        if self.settle_seconds <= 0 or root.protocol not in ("file", "local", ""):
+            return None
+        now = time.time()
+        seen = _INBOX_SEEN.get(key)
+        if seen is None or seen[:2] != (size, mtime):
+            if len(_INBOX_SEEN) > 1000:
+                _INBOX_SEEN.clear()
+            seen = _INBOX_SEEN[key] = (size, mtime, now)
+        unchanged_for = max(now - mtime, now - seen[2])
+        if unchanged_for >= self.settle_seconds:
+            return None
+        return (
+            f"it changed {max(0.0, now - mtime):.1f} s ago ({size} bytes so far) and has no .sha256 file; it is taken "
+            f"once its size and mtime stay unchanged for {self.settle_seconds:g} s (inbox_settle_seconds)"
+        )
 
     def list_plan(
         self,
@@ -248,6 +299,10 @@ class InboxSource:
 
 
 SIDECAR_MAX_BYTES = 4096
+# What this process saw of inbox files: (inbox, name) -> (size, mtime, first seen so), and the SHA-256 of
+# (inbox, name, size, mtime), so a sensor polling every minute does not hash an unchanged file again.
+_INBOX_SEEN: dict[tuple[str, str], tuple[int, float, float]] = {}
+_INBOX_HASHES: dict[tuple[str, str, int, float], str] = {}
 
 
 def _check_plain_file(root: ObjectStoragePath, entry: ObjectStoragePath) -> None:
@@ -347,6 +402,9 @@ class ETransportHook(SkattekontoHook):
     :param file_pattern: regular expression for answer-file names, with optional named groups
         ``orderer`` (10 digits) and ``date`` (YYYYMMDD); default ``SKAHMST_<orgnr>_<YYYYMMDD>_<NNN>.txt``.
     :param download_attempts: attempts per download (broken streams resume with ``Range``).
+    :param max_download_mib: the largest file downloaded, in MiB (default: the connection's extra
+        ``max_download_mib``, else 512); a larger file, or one that grows past it while streaming when the
+        listing gives no size, fails with :class:`DownloadTooLargeError` and leaves nothing in the archive.
     """
 
     hook_name = "Skatteverket E-transport"
@@ -357,11 +415,21 @@ class ETransportHook(SkattekontoHook):
         *,
         file_pattern: str = DEFAULT_FILE_PATTERN,
         download_attempts: int = 4,
+        max_download_mib: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(skattekonto_conn_id, **kwargs)
         self.file_pattern = file_pattern
         self.download_attempts = max(1, download_attempts)
+        if max_download_mib is not None and max_download_mib <= 0:
+            raise ConfigurationError(f"max_download_mib must be > 0, got {max_download_mib!r}")
+        self.max_download_mib = max_download_mib
+
+    @property
+    def max_download_bytes(self) -> int:
+        """The download cap in bytes (the hook argument, else the connection's ``max_download_mib``)."""
+        mib = self.max_download_mib if self.max_download_mib is not None else self.config.max_download_mib
+        return int(mib * 1024 * 1024)
 
     def source(self, config: SkattekontoConnectionConfig | None = None) -> DeliverySource:
         """The configured delivery source."""
@@ -373,7 +441,7 @@ class ETransportHook(SkattekontoHook):
         if config.etransport_url:
             return HttpsSource(config.etransport_url, self.file_pattern)
         if config.etransport_inbox:
-            return InboxSource(config.etransport_inbox, self.file_pattern)
+            return InboxSource(config.etransport_inbox, self.file_pattern, config.inbox_settle_seconds)
         raise ConfigurationError(
             f"Connection {config.conn_id!r}: no E-transport source; set extra 'etransport_url' (HTTPS) or "
             "'etransport_inbox' (the folder your E-transport client fills)"
@@ -453,9 +521,15 @@ class ETransportHook(SkattekontoHook):
         _check_inside(root, final)
         folder.mkdir(parents=True, exist_ok=True)
         _check_inside(root, final)
-        if file.sha256 and final.exists() and _archived_sha256(final) == file.sha256:
-            self.log.info("%s is already archived at %s (same SHA-256); not downloading again", file.name, final)
-            return StoredFile(file, str(final), file.sha256, final.stat().st_size, already_archived=True)
+        if file.sha256:
+            for candidate in (final, _kept_name(final, file.sha256)):
+                if candidate.exists() and _archived_sha256(candidate) == file.sha256:
+                    self.log.info(
+                        "%s is already archived at %s (same SHA-256); not downloading again", file.name, candidate
+                    )
+                    return StoredFile(
+                        file, str(candidate), file.sha256, candidate.stat().st_size, already_archived=True
+                    )
 
         source = self.source()
         self._remove_stale_parts(folder, file.name)
@@ -465,9 +539,14 @@ class ETransportHook(SkattekontoHook):
             while True:
                 digest, size, problem = self._fetch_into(source, file, part)
                 if digest is not None:
-                    part.replace(final)
-                    self.log.info("Archived %s (%d bytes, sha256 %s) at %s", file.name, size, digest, final)
-                    return StoredFile(file, str(final), digest, size)
+                    placed, same = self._place(part, final, digest)
+                    if same:
+                        self.log.info(
+                            "%s is already archived at %s with the same bytes; kept as it is", file.name, placed
+                        )
+                    else:
+                        self.log.info("Archived %s (%d bytes, sha256 %s) at %s", file.name, size, digest, placed)
+                    return StoredFile(file, str(placed), digest, size, already_archived=same)
                 self.log.warning("Download of %s, attempt %d: %s", file.name, retrying.attempt + 1, problem)
                 failed = DownloadError(
                     f"Could not download {file.name} from {source.description} after {retrying.attempt + 1} "
@@ -480,6 +559,43 @@ class ETransportHook(SkattekontoHook):
         finally:
             if part.exists():
                 part.unlink()
+
+    def _place(self, part: ObjectStoragePath, final: ObjectStoragePath, digest: str) -> tuple[ObjectStoragePath, bool]:
+        """Move the verified ``part`` to ``final`` without ever overwriting an archived file.
+
+        Returns (where the bytes are archived, whether they were already there). When ``final`` holds other
+        bytes (a listing without sha256 that changed), both are kept: the new bytes go under a name suffixed
+        with their SHA-256 prefix, and a warning says so.
+        """
+        kept = _kept_name(final, digest)
+        for candidate in (final, kept):
+            if _move_if_absent(part, candidate):
+                if candidate is kept:
+                    self.log.warning(
+                        "%s is already archived at %s with other bytes (sha256 %s); nothing was overwritten: both "
+                        "are kept, the new file (sha256 %s) as %s. Check with the file source which one is right.",
+                        final.name,
+                        final,
+                        _archived_sha256(final),
+                        digest,
+                        kept.name,
+                    )
+                return candidate, False
+            if _archived_sha256(candidate) == digest:
+                return candidate, True
+        raise DownloadError(
+            f"Cannot archive {final.name}: both {final} and {kept} already hold other bytes. Nothing was overwritten; "
+            "move one of them away and retry."
+        )
+
+    def _too_large(self, source: DeliverySource, file: RemoteFile, what: str) -> DownloadTooLargeError:
+        cap = self.max_download_bytes
+        return DownloadTooLargeError(
+            f"Refusing {file.name} from {source.description}: {what}, over the download cap of {cap} bytes "
+            f"({cap / 1048576:g} MiB, max_download_mib). Nothing was archived. An answer file is normally far "
+            "smaller: check the file source; if the file is genuine, raise the connection's extra max_download_mib "
+            "(or the hook's max_download_mib)."
+        )
 
     def _remove_stale_parts(self, folder: ObjectStoragePath, name: str) -> None:
         """Delete partial files of ``name`` left by a killed download (untouched for STALE_PART_SECONDS)."""
@@ -504,6 +620,9 @@ class ETransportHook(SkattekontoHook):
         """One attempt, resuming broken streams; (sha256, size, '') on success, else (None, size, why)."""
         hasher = hashlib.sha256()
         written = 0
+        cap = self.max_download_bytes
+        if file.size is not None and file.size > cap:
+            raise self._too_large(source, file, f"the listing gives {file.size} bytes")
         with part.open("wb") as out:
             for _ in range(self.download_attempts):
                 try:
@@ -513,6 +632,8 @@ class ETransportHook(SkattekontoHook):
                         written += len(chunk)
                         if file.size is not None and written > file.size:
                             return None, written, f"more bytes than the {file.size} listed"
+                        if written > cap:
+                            raise self._too_large(source, file, f"more than {cap} bytes arrived, and still coming")
                     break
                 except _RestartDownload:
                     return None, written, "the source ignored the resume request; starting over"
@@ -550,6 +671,31 @@ def _check_inside(root: ObjectStoragePath, path: ObjectStoragePath) -> None:
             f"Refusing to write {path.name!r}: its archive path resolves outside the archive root {base} "
             f"(to {target}). Nothing was downloaded; check archive_url and any links inside the archive."
         )
+
+
+def _kept_name(final: ObjectStoragePath, digest: str) -> ObjectStoragePath:
+    """Where other bytes for ``final``'s name are kept: the name with the SHA-256 prefix before its suffix."""
+    stem, dot, suffix = final.name.rpartition(".")
+    name = f"{stem}.{digest[:16]}.{suffix}" if dot and stem else f"{final.name}.{digest[:16]}"
+    return final.parent / check_remote_name(name)
+
+
+def _move_if_absent(part: ObjectStoragePath, target: ObjectStoragePath) -> bool:
+    """Move ``part`` to ``target`` unless ``target`` exists (atomically on local disk); True when moved."""
+    if part.protocol in ("file", "local", ""):
+        try:
+            os.link(part.path, target.path)  # fails if the target exists: never an overwrite, even in a race
+        except FileExistsError:
+            return False
+        except OSError:
+            pass  # a file system without hard links: check, then rename
+        else:
+            os.unlink(part.path)
+            return True
+    if target.exists():
+        return False
+    part.replace(target)
+    return True
 
 
 def _archived_sha256(path: ObjectStoragePath) -> str:

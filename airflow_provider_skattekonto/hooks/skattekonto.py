@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import hashlib
+import json
 import threading
 import time
 import weakref
@@ -133,6 +135,7 @@ class SkattekontoHook(BaseHook):
         self._async_client: httpx.AsyncClient | None = None
         self._shared: _SharedClient | None = None
         self.tokens = TokenCache()
+        self._refresh_token: str | None = None  # the refresh token in use (the connection's, or a rotated one)
 
     # -- the UI's connection form on Airflow before 3.2 (3.2+ reads conn-fields from the provider info) ----
     @classmethod
@@ -416,8 +419,9 @@ class SkattekontoHook(BaseHook):
                     raise error
                 raise type(error)(
                     f"Gave up after {retrying.attempt} attempt(s) within the retry budget of {policy.max_seconds:g} s "
-                    f"(retry_max_seconds); last error: {error}",
+                    f"(retry_max_seconds); last error: {error.summary}",
                     status=error.status,
+                    service_message=error.service_message,
                     correlation_id=error.correlation_id,
                     advice="Check Skatteverket's service status; the task may be retried later.",
                     retryable=True,
@@ -435,8 +439,15 @@ class SkattekontoHook(BaseHook):
         form = {"grant_type": config.grant_type, "client_id": config.oauth_client_id, "scope": config.scope}
         if config.oauth_client_secret:
             form["client_secret"] = config.oauth_client_secret
+        used_refresh_token: str | None = None
         if config.grant_type == "refresh_token":
-            form["refresh_token"] = config.refresh_token or ""
+            if self._refresh_token is None:
+                stored: str | None = yield Call(lambda: self._stored_refresh_token(config))
+                if stored:
+                    yield Mask(stored)
+                self._refresh_token = stored or config.refresh_token or ""
+            used_refresh_token = self._refresh_token
+            form["refresh_token"] = used_refresh_token
 
         def build(_: str | None) -> RequestSpec:
             return RequestSpec("POST", config.token_url, headers={"Accept": "application/json"}, form=form)
@@ -453,17 +464,93 @@ class SkattekontoHook(BaseHook):
                 advice=f"Check token_url (host {_host(config.token_url)}).",
             ) from None
         yield Mask(token)
-        rotated = body.get("refresh_token")
-        if rotated and rotated != config.refresh_token:
+        rotated = body.get("refresh_token") if config.grant_type == "refresh_token" else None
+        if rotated and str(rotated) != used_refresh_token:
             yield Mask(str(rotated))
-            self.log.warning(
-                "The token endpoint returned a new refresh token; store it in connection %r (extra "
-                "refresh_token) before the old one stops working.",
-                config.conn_id,
-            )
+            yield Call(lambda: self._persist_refresh_token(config, str(rotated)))
+            self._refresh_token = str(rotated)
         self.tokens.store(token, expires_in)
         self.log.info("Fetched an access token (scope %s, expires in %.0f s)", config.scope, expires_in)
         return token
+
+    # -- rotated refresh tokens ------------------------------------------------------------------------
+    @staticmethod
+    def refresh_token_variable(conn_id: str) -> str:
+        """The Airflow Variable that keeps connection ``conn_id``'s rotated refresh token (its key contains
+        "token", so Airflow masks the value in its UI and API; with a Fernet key it is encrypted at rest)."""
+        return f"skattekonto_refresh_token_{conn_id}"
+
+    def _stored_refresh_token(self, config: SkattekontoConnectionConfig) -> str | None:
+        """The refresh token a run stored after a rotation, if it still belongs to the connection's token.
+
+        The Variable records a hash of the connection's refresh token it replaced: once someone puts a new
+        refresh token into the connection (after signing in again), the connection's wins.
+        """
+        key = self.refresh_token_variable(config.conn_id)
+        try:
+            raw = _get_variable(key)
+        except Exception as exc:  # a worker that cannot read Variables: the connection's token is all there is
+            self.log.warning(
+                "Cannot read the Airflow Variable %s (%s); using the connection's refresh token",
+                key,
+                type(exc).__name__,
+            )
+            return None
+        try:
+            stored = json.loads(raw) if isinstance(raw, str) else raw
+            token = str(stored["refresh_token"])
+            replaces = str(stored["connection_refresh_token_sha256"])
+        except (ValueError, TypeError, KeyError):
+            return None
+        if replaces != _sha256(config.refresh_token or ""):
+            self.log.info(
+                "Connection %r has a refresh token newer than Variable %s; using the connection's", config.conn_id, key
+            )
+            return None
+        self.log.info("Using the rotated refresh token stored in Airflow Variable %s", key)
+        return token
+
+    def _persist_refresh_token(self, config: SkattekontoConnectionConfig, token: str) -> None:
+        """Store a rotated refresh token where the next run finds it; fail at once if that is impossible."""
+        key = self.refresh_token_variable(config.conn_id)
+        value = json.dumps(
+            {
+                "refresh_token": token,
+                "connection_refresh_token_sha256": _sha256(config.refresh_token or ""),
+                "rotated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            }
+        )
+        try:
+            _set_variable(
+                key, value, f"airflow-provider-skattekonto: rotated refresh token of connection {config.conn_id}"
+            )
+            readable = _get_variable(key) == value
+            problem = (
+                ""
+                if readable
+                else "reading it back gives another value (a secrets backend or an AIRFLOW_VAR_ environment "
+                "variable shadows it)"
+            )
+        except Exception as exc:
+            problem = f"{type(exc).__name__} while writing it"
+        if problem:
+            raise TokenError(
+                f"The token endpoint rotated the refresh token of connection {config.conn_id!r} (it issued a new one "
+                f"and invalidated the one used), but the new one could not be kept in the Airflow Variable {key!r}: "
+                f"{problem}",
+                status=None,
+                advice=(
+                    "The next run cannot authenticate with the old refresh token. Let tasks write that Variable (and "
+                    "remove whatever shadows it), then sign in again with the authorization-code flow and put the new "
+                    "refresh token into the connection's extra refresh_token."
+                ),
+            )
+        self.log.warning(
+            "The token endpoint rotated the refresh token of connection %r: the new one is stored (masked) in "
+            "Airflow Variable %s, where the next run finds it.",
+            config.conn_id,
+            key,
+        )
 
     def _clock_plan(self, config: SkattekontoConnectionConfig) -> Plan:
         """The service's clock: real time, or the sandbox's controllable clock when configured."""
@@ -692,6 +779,43 @@ def _mtime(path: str | None) -> float | None:
         return Path(path).expanduser().stat().st_mtime if path else None
     except OSError:
         return None
+
+
+def _task_sdk_context() -> bool:
+    """Whether this process talks to Airflow through a supervisor (a task, a triggerer, ``dag.test()``)."""
+    try:
+        from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _get_variable(key: str) -> Any:
+    """An Airflow Variable's value (None if unset): through the task SDK in tasks and triggers, else (a script,
+    the API server's connection test) through Airflow's metadata database."""
+    if _task_sdk_context():
+        from airflow.sdk import Variable
+
+        return Variable.get(key, default=None)
+    from airflow.models.variable import Variable as StoredVariable
+
+    return StoredVariable.get(key, default_var=None)
+
+
+def _set_variable(key: str, value: str, description: str) -> None:
+    """Write an Airflow Variable (encrypted at rest when Airflow has a Fernet key), like :func:`_get_variable`."""
+    if _task_sdk_context():
+        from airflow.sdk import Variable
+
+        Variable.set(key, value, description=description)
+        return
+    from airflow.models.variable import Variable as StoredVariable
+
+    StoredVariable.set(key, value, description=description)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _host(url: str | None) -> str:

@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--transactions-per-principal", type=int, default=8, help="transactions per principal")
     serve.add_argument("--rate-limit", type=float, default=20.0, help="bestall calls per second per API client")
     serve.add_argument("--token-lifetime", type=float, default=3600.0, help="access token lifetime, seconds")
+    serve.add_argument(
+        "--rotate-refresh-tokens",
+        action="store_true",
+        help="refresh-token grant: answer a new refresh token each time and invalidate the one used",
+    )
     serve.add_argument("--retention-days", type=float, default=30.0, help="days E-transport keeps a file")
     serve.add_argument("--identity", default="orderer", help="identity of the printed connection")
     serve.add_argument(
@@ -99,6 +104,8 @@ def serve(args: argparse.Namespace) -> int:
         token_lifetime_seconds=args.token_lifetime,
         retention_days=args.retention_days,
     )
+    if args.rotate_refresh_tokens:
+        sandbox.configure(rotate_refresh_tokens=True)
     try:
         connection = sandbox.airflow_connection(args.identity, grant_type=args.grant_type)
         text = json.dumps(connection, indent=2, ensure_ascii=False)

@@ -13,7 +13,7 @@ import hmac
 import secrets
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 __all__ = ["ClientRegistration", "IssuedToken", "Registry"]
 
@@ -134,6 +134,19 @@ class Registry:
                 if same_secret(refresh_token, token):
                     return registration
             return None
+
+    def rotate_refresh_token(self, registration: ClientRegistration) -> str:
+        """Issue a new refresh token for ``registration``'s client and invalidate its current one (rotation)."""
+        new = secrets.token_urlsafe(32)
+        with self._lock:
+            current = self._by_label[registration.label]
+            rotated = replace(current, refresh_token=new)
+            self._by_refresh = {t: r for t, r in self._by_refresh.items() if r.label != current.label}
+            self._by_refresh[new] = rotated
+            self._by_label[current.label] = rotated
+            self._by_oauth_id[current.oauth_client_id] = rotated
+            self._by_api_id[current.api_client_id] = rotated
+        return new
 
     # -- tokens ---------------------------------------------------------------------------------
     def issue_token(

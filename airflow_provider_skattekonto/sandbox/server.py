@@ -73,6 +73,8 @@ class SandboxSettings:
     rate_limit_burst: float | None = None
     token_lifetime_seconds: float = 3600.0
     retention_days: float = 30.0
+    # Refresh-token rotation: each refresh answers a new refresh token and invalidates the one used.
+    rotate_refresh_tokens: bool = False
 
     def generation(self) -> GenerationSettings:
         return GenerationSettings(

@@ -96,4 +96,6 @@ class TokenEndpoints(ConnectionHandler):
             registration, peer.organisation_number, scope, sandbox.clock.now(), lifetime
         )
         answer = {"access_token": token, "expires_in": int(lifetime), "token_type": "Bearer", "scope": scope}
+        if not sysorg and sandbox.settings.rotate_refresh_tokens:
+            answer["refresh_token"] = sandbox.registry.rotate_refresh_token(registration)
         self._send(200, json_body(answer), headers={"Cache-Control": "no-store", "Pragma": "no-cache"})

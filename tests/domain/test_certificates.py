@@ -185,7 +185,7 @@ def test_wrong_pin_garbage_empty_and_pem_are_told_apart(pki: SandboxPki) -> None
         load_pkcs12(identity.cert_pem_path.read_bytes(), "pin", source="cert.pem")
     with pytest.raises(CertificateError, match="empty"):
         load_pkcs12(b"", "pin", source="empty.p12")
-    with pytest.raises(CertificateError, match=r"Wrong certificate password \(PIN\)"):
+    with pytest.raises(CertificateError, match=r"No certificate password \(PIN\) is set for nopin\.p12"):
         load_pkcs12(identity.p12_path.read_bytes(), None, source="nopin.p12")
 
 
