@@ -4,7 +4,9 @@ Each drill is a pytest test against real parts (the sandbox over mutual TLS, Air
 SQLite files, PostgreSQL at 127.0.0.1:5432). The drills' conftest records one row per drill (what was
 broken, what happened, the data check, the secret check); this script runs pytest with
 ``SKATTEKONTO_DRILL_REPORT`` pointing at a temporary folder, gathers the rows every test process wrote,
-and prints one table: drill | fault | outcome | data check | secrets in logs | result.
+and prints one table: drill | fault | outcome | data check | secrets (logs, REST API, temp files) | result.
+Drills that try hostile input also record counts; they make a second table (hostile input | drill | tried |
+accepted | files written outside the archive | secrets visible through the API | result) and its totals.
 
 Usage: ``python benchmarks/fault_drills.py [-n 2] [--markdown] [--json-out drills.json] [-k EXPR]``.
 Exit status: 0 when every drill passed (an ``xfailed`` drill is a known, reported bug), else 1.
@@ -25,7 +27,16 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 DRILLS = "tests/drills"
 REPORT_ENV = "SKATTEKONTO_DRILL_REPORT"
-COLUMNS = ("drill", "fault", "outcome", "data check", "secrets in logs", "result")
+COLUMNS = ("drill", "fault", "outcome", "data check", "secrets (logs, REST API, temp files)", "result")
+HOSTILE_COLUMNS = (
+    "hostile input",
+    "drill",
+    "tried",
+    "accepted",
+    "files written outside the archive",
+    "secrets visible through the API",
+    "result",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,9 +73,46 @@ def collect(folder: Path) -> list[dict[str, Any]]:
 
 
 def _definition_order() -> dict[str, int]:
-    source = (REPO / DRILLS / "test_drills.py").read_text()
-    names = [line.split("(")[0][4:] for line in source.splitlines() if line.startswith("def test_")]
+    names = []
+    for module in ("test_drills.py", "test_hostile_inputs.py"):
+        source = (REPO / DRILLS / module).read_text()
+        names += [line.split("(")[0][4:] for line in source.splitlines() if line.startswith("def test_")]
     return {name: index for index, name in enumerate(names)}
+
+
+def hostile_rows(entries: list[dict[str, Any]]) -> tuple[list[list[str]], dict[str, int]]:
+    """The hostile-input table's rows and its totals (what the drills counted, nothing typed by hand)."""
+    table: list[list[str]] = []
+    totals = {"tried": 0, "accepted": 0, "outside": 0, "api_visible": 0, "drills": 0}
+    for entry in entries:
+        counts = (entry.get("drill") or {}).get("hostile_input") or {}
+        if not counts:
+            continue
+        passed = entry["result"] == "passed"
+        for key in ("tried", "accepted", "outside", "api_visible"):
+            totals[key] += int(counts.get(key, 0))
+        totals["drills"] += 1
+        name = entry["nodeid"].rsplit("::", 1)[-1]
+        table.append(
+            [
+                counts.get("input", ""),
+                f"`{name}`",
+                str(counts.get("tried", "")),
+                str(counts.get("accepted", "")),
+                str(counts.get("outside", "")),
+                str(counts.get("api_visible", "?")) if passed else "?",
+                entry["result"],
+            ]
+        )
+    return table, totals
+
+
+def hostile_totals_line(totals: dict[str, int]) -> str:
+    return (
+        f"Totals: **{totals['tried']} hostile inputs tried, {totals['accepted']} accepted, {totals['outside']} files "
+        f"written outside the archive, {totals['api_visible']} secrets visible through the API** "
+        f"({totals['drills']} drills)."
+    )
 
 
 def rows(entries: list[dict[str, Any]]) -> list[list[str]]:
@@ -98,12 +146,12 @@ def print_text(table: list[list[str]]) -> None:
             print(f"    {name:16} {value}")
 
 
-def print_markdown(table: list[list[str]]) -> None:
+def print_markdown(table: list[list[str]], columns: tuple[str, ...] = COLUMNS) -> None:
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    print("| " + " | ".join(COLUMNS) + " |")
-    print("|" + "---|" * len(COLUMNS))
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
     for row in table:
         print("| " + " | ".join(cell(value) for value in row) + " |")
 
@@ -129,6 +177,16 @@ def main(argv: list[str] | None = None) -> int:
         print_markdown(table)
     else:
         print_text(table)
+    hostile, totals = hostile_rows(entries)
+    if hostile:
+        print("\nHostile input\n")
+        if args.markdown:
+            print_markdown(hostile, HOSTILE_COLUMNS)
+        else:
+            for row in hostile:
+                print(f"[{row[6]}] {row[0]}: tried {row[2]}, accepted {row[3]}, outside {row[4]}, API {row[5]}")
+        print()
+        print(hostile_totals_line(totals))
     if args.json_out:
         args.json_out.write_text(json.dumps(entries, ensure_ascii=False, indent=1))
     bad = [e for e in entries if e["result"] not in ("passed", "xfailed")]

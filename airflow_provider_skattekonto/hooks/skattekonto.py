@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import logging
 import threading
 import time
 import weakref
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
     import ssl
 
     from airflow_provider_skattekonto.domain.certificates import LoadedCertificate
+
+log = logging.getLogger(__name__)
 
 BESTALL_PATH = "/beskattning/skattekonto/huvudmans-saldo-och-transaktioner/v1/bestall"
 SANDBOX_CLOCK_PATH = "/_sandbox/clock"
@@ -809,9 +812,16 @@ def _set_variable(key: str, value: str, description: str) -> None:
 
         Variable.set(key, value, description=description)
         return
+    from airflow.models.crypto import get_fernet
     from airflow.models.variable import Variable as StoredVariable
 
     StoredVariable.set(key, value, description=description)
+    if not get_fernet().is_encrypted:
+        log.warning(
+            "Airflow has no Fernet key ([core] fernet_key): Variable %s is stored unencrypted in the metadata "
+            "database; configure a Fernet key so it is encrypted at rest",
+            key,
+        )
 
 
 def _sha256(text: str) -> str:

@@ -8,6 +8,7 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import json
 import re
 import sqlite3
 import threading
@@ -296,6 +297,58 @@ def leaked(text: str, secrets: dict[str, str]) -> list[str]:
     if PEM_PRIVATE_KEY.search(text):
         found.append("PEM private key")
     return found
+
+
+def api_view(conn_id: str, connection: dict[str, Any]) -> str:
+    """What Airflow's REST API (``GET /api/v2/connections/{id}``) returns for ``connection``: its
+    ``ConnectionResponse``, which redacts the password and the extras Airflow deems sensitive."""
+    from airflow.api_fastapi.core_api.datamodels.connections import ConnectionResponse
+
+    fields = {name: connection.get(name) for name in ("host", "login", "password", "schema", "port")}
+    extra = connection.get("extra")
+    response = ConnectionResponse.model_validate(
+        {
+            "conn_id": conn_id,
+            "conn_type": connection["conn_type"],
+            "description": None,
+            **fields,
+            "extra": json.dumps(extra) if isinstance(extra, dict) else extra,
+            "team_name": None,
+        }
+    )
+    return str(response.model_dump_json())
+
+
+def temp_files(folders: list[Path], since: float, *, max_bytes: int = 64 << 20) -> list[Path]:
+    """The files under ``folders`` written since ``since`` (epoch seconds), each at most ``max_bytes``, plus
+    the provider's own temporary files (``skattekonto-*`` in the system temp folder) that are still there."""
+    import tempfile
+
+    found: set[Path] = set()
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in folder.rglob("*"):
+            try:
+                info = path.lstat()
+            except OSError:
+                continue
+            if path.is_file() and not path.is_symlink() and info.st_mtime >= since and info.st_size <= max_bytes:
+                found.add(path)
+    for path in Path(tempfile.gettempdir()).glob("skattekonto-client-*"):
+        found.add(path)  # a client key file must never outlive the call that loaded it
+    return sorted(found)
+
+
+def read_text_of(paths: list[Path]) -> str:
+    """The files' bytes as text (latin-1: every byte maps to one character, so any secret is found)."""
+    parts = []
+    for path in paths:
+        try:
+            parts.append(path.read_bytes().decode("latin-1"))
+        except OSError:
+            continue
+    return "\n".join(parts)
 
 
 def issued_tokens(sandbox: Any) -> list[str]:

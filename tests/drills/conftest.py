@@ -1,10 +1,13 @@
 """Fixtures of the fault drills (issue 5), and the JSON report that ``benchmarks/fault_drills.py`` reads.
 
-* ``drill``: this drill's row of the summary table (name, fault, outcome, data check) and its secret
-  check: at the end of every drill, everything logged (stdlib logging at DEBUG, and Airflow's structlog
-  output on stdout/stderr) plus every exception message and subprocess output handed to
-  :meth:`Drill.scan` is searched for the connection's secrets, the refresh token, every access token
-  the sandbox issued, and PEM private-key markers. A find fails the drill.
+* ``drill``: this drill's row of the summary table (name, fault, outcome, data check), its row of the
+  hostile-input table (:meth:`Drill.hostile`), and its secret check: at the end of every drill, everything
+  logged (stdlib logging at DEBUG, and Airflow's structlog output on stdout/stderr) plus every exception
+  message and subprocess output handed to :meth:`Drill.scan`, what Airflow's REST API returns for the
+  drill's connections (and any Variable handed to :meth:`Drill.api_text`), and the files the drill left in
+  its temp folders (its ``tmp_path``, the Airflow home with its logs and metadata database, the provider's
+  own temporary key files) are searched for the connection's secrets, the refresh token, every access
+  token the sandbox issued, and PEM private-key markers (in logs and files). A find fails the drill.
 * ``connect``: registers a sandbox ``skattekonto`` connection (``AIRFLOW_CONN_<ID>``) and puts its
   secrets on the drill's watch list.
 * ``warehouse``: an empty warehouse on SQLite and on PostgreSQL (psycopg 3, own schema), in turn.
@@ -19,6 +22,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +30,16 @@ from typing import Any
 
 import pytest
 
-from tests.drills._support import Warehouse, issued_tokens, leaked, postgres_warehouse, sqlite_warehouse
+from tests.drills._support import (
+    Warehouse,
+    api_view,
+    issued_tokens,
+    leaked,
+    postgres_warehouse,
+    read_text_of,
+    sqlite_warehouse,
+    temp_files,
+)
 from tests.loading.conftest import require_postgres
 
 REPORT_ENV = "SKATTEKONTO_DRILL_REPORT"
@@ -46,6 +59,11 @@ class Drill:
     _sandboxes: list[Any] = field(default_factory=list, repr=False)
     _texts: list[str] = field(default_factory=list, repr=False)
     _read_logs: Callable[[], str] = field(default=lambda: "", repr=False)
+    _connections: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    _api_texts: list[Callable[[], str]] = field(default_factory=list, repr=False)
+    _temp_folders: list[Path] = field(default_factory=list, repr=False)
+    _started: float = 0.0
+    hostile_input: dict[str, Any] = field(default_factory=dict)
 
     def describe(self, name: str, fault: str) -> None:
         """Which drill this is (the table's first two columns)."""
@@ -71,6 +89,20 @@ class Drill:
         if sandbox not in self._sandboxes:
             self._sandboxes.append(sandbox)
 
+    def hostile(self, what: str, *, tried: int, accepted: int, outside: int) -> None:
+        """This drill's row of the hostile-input table: how many hostile inputs it tried, how many were accepted
+        and how many files were written outside the archive (secrets visible through the API are counted by
+        the secret check)."""
+        self.hostile_input = {"input": what, "tried": tried, "accepted": accepted, "outside": outside}
+
+    def connection(self, conn_id: str, connection: dict[str, Any]) -> None:
+        """A connection whose REST API view (``GET /api/v2/connections/{id}``) the secret check also searches."""
+        self._connections[conn_id] = connection
+
+    def api_text(self, read: Callable[[], str]) -> None:
+        """More of what Airflow's REST API shows (a Variable, say): searched for the secrets too."""
+        self._api_texts.append(read)
+
     def scan(self, *texts: object) -> None:
         """Text that reached a user some other way (exception messages, a child's output): checked too."""
         self._texts.extend(str(text) for text in texts)
@@ -86,13 +118,22 @@ class Drill:
                 watched[f"hook token #{index}"] = hook_token
         text = self._read_logs() + "\n".join(self._texts)
         found = leaked(text, watched)
+        api = "\n".join([api_view(conn_id, conn) for conn_id, conn in self._connections.items()])
+        api += "\n".join(read() for read in self._api_texts)
+        in_api = [name for name in leaked(api, watched) if name != "PEM private key"] if api else []
+        files = temp_files(self._temp_folders, self._started)
+        in_files = leaked(read_text_of(files), watched) if files else []
         count = len(set(watched.values()))
+        if self.hostile_input:
+            self.hostile_input["api_visible"] = len(in_api)
+        problems = found + [f"{name} (REST API)" for name in in_api] + [f"{name} (temp files)" for name in in_files]
         self.secrets = (
-            f"none ({count} secrets + PEM key markers, {len(text):,} chars)"
-            if not found
-            else "FOUND: " + ", ".join(found)
+            f"none ({count} secrets + PEM key markers; {len(text):,} chars of logs, "
+            f"{len(self._connections) + len(self._api_texts)} REST API views, {len(files)} temp files)"
+            if not problems
+            else "FOUND: " + ", ".join(problems)
         )
-        assert not found, f"secrets in the logs: {found}"
+        assert not problems, f"secrets in the logs, the REST API or temp files: {problems}"
         return self.secrets
 
 
@@ -101,7 +142,10 @@ _IN_PROCESS_COMMS = re.compile(r"\bSending request\b.*\bmsg=(ConnectionResult|Ma
 
 @pytest.fixture
 def drill(
-    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+    request: pytest.FixtureRequest,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> Iterator[Drill]:
     """This drill's row; its secret check runs again at teardown, over everything logged."""
     caplog.set_level(logging.DEBUG)
@@ -122,12 +166,15 @@ def drill(
         # hands the task, the connection it fetched included; no deployed Airflow process has this path.
         return "\n".join(line for line in text.splitlines() if not _IN_PROCESS_COMMS.search(line))
 
-    row = Drill(name=request.node.name, _read_logs=read_logs)
+    home = Path(os.environ.get("AIRFLOW_HOME", tmp_path))
+    started = time.time() - 1.0  # mtimes may be coarser than the clock
+    row = Drill(name=request.node.name, _read_logs=read_logs, _temp_folders=[tmp_path, home], _started=started)
     yield row
     try:
         row.check_secrets()
     finally:
-        public = {name: getattr(row, name) for name in ("name", "fault", "outcome", "data", "secrets")}
+        fields = ("name", "fault", "outcome", "data", "secrets", "hostile_input")
+        public = {name: getattr(row, name) for name in fields}
         request.node.user_properties.append(("drill", json.dumps(public, ensure_ascii=False)))
 
 
@@ -140,6 +187,7 @@ def connect(sandbox: Any, monkeypatch: pytest.MonkeyPatch, drill: Drill) -> Call
         connection = sandbox.airflow_connection(identity, grant_type=grant_type, **extras)
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
         drill.watch_connection(connection, sandbox.registration(identity), sandbox)
+        drill.connection(conn_id, connection)
         return connection
 
     return register

@@ -969,6 +969,12 @@ def test_hostile_names_in_a_listing_are_refused(drill: Any) -> None:
             _remote_from_listing({"name": name, "size": 10, "sha256": None}, "skahmst", DEFAULT_FILE_PATTERN)
         assert "Refusing remote file name" in str(caught.value) and "not downloaded" in str(caught.value)
         refused += 1
+    drill.hostile(
+        "remote file names: separators, `..`, absolute, control characters, non-ASCII, too long",
+        tried=len(HOSTILE_NAMES),
+        accepted=len(HOSTILE_NAMES) - refused,
+        outside=0,
+    )
     drill.result(
         f"all {refused} refused (UnsafeRemoteNameError: separators, '..', absolute, control characters, "
         "non-ASCII, too long); the task fails fast",

@@ -6,6 +6,7 @@ per worker on first use by the ``airflow_db`` fixture, so ``dag.test()`` runs re
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -24,6 +25,8 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_HOME / "dags")
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
+# Like a deployment: a Fernet key, so Airflow encrypts connections and Variables at rest in the metadata database.
+os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode())
 # Operators take `deferrable` from this setting (default False in Airflow): the tests run the example DAGs the
 # way the README recommends, with their waits in the triggerer (dag.test() runs triggers inline).
 os.environ.setdefault("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
