@@ -5,6 +5,7 @@ metadata database and REST API."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -85,3 +86,44 @@ def test_without_rotation_nothing_is_stored(sandbox: Any, use_connection: Any, a
     use_connection(grant_type="refresh_token")
     assert SkattekontoHook().get_token()
     assert Variable.get(VARIABLE, default_var=None) is None
+
+
+def _token_dag(dag_id: str) -> str:
+    return f"""
+import datetime as dt
+
+from airflow.sdk import DAG, task
+
+from airflow_provider_skattekonto.hooks.skattekonto import SkattekontoHook
+
+with DAG({dag_id!r}, schedule=None, start_date=dt.datetime(2026, 1, 1), catchup=False) as dag:
+
+    @task
+    def fetch_token() -> str:
+        hook = SkattekontoHook()
+        hook.get_token()
+        return "token fetched"
+
+    fetch_token()
+"""
+
+
+def test_rotation_inside_tasks_goes_through_the_task_sdk(
+    sandbox: Any, rotating: dict[str, Any], run_dag_file: Any
+) -> None:
+    """Three DAG runs in a row (dag.test(): the task SDK and its supervisor): each finds the token the last stored."""
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+
+    original = rotating["extra"]["refresh_token"]
+    for run in range(3):
+        dag_id = f"rotation_{run}_{uuid.uuid4().hex[:8]}"
+        state, value = run_dag_file(dag_id, _token_dag(dag_id))["fetch_token"]
+        assert (state, value) == ("success", "token fetched"), f"run {run + 1}"
+    current = sandbox.registration("orderer").refresh_token
+    assert current != original
+    with create_session() as session:
+        stored = session.query(Variable).filter(Variable.key == VARIABLE).one()
+        assert stored.is_encrypted  # encrypted at rest (the tests configure a Fernet key, as a deployment does)
+        assert current not in str(stored._val)
+    assert json.loads(Variable.get(VARIABLE))["refresh_token"] == current
