@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from airflow_provider_skattekonto.hooks._connection import SkattekontoConnectionConfig
 
 CHUNK_SIZE = 1 << 20
+MAX_NAME_LENGTH = 200  # what check_remote_name accepts
 STALE_PART_SECONDS = 600.0  # a partial download untouched this long belongs to a killed worker
 
 
@@ -676,8 +677,10 @@ def _check_inside(root: ObjectStoragePath, path: ObjectStoragePath) -> None:
 def _kept_name(final: ObjectStoragePath, digest: str) -> ObjectStoragePath:
     """Where other bytes for ``final``'s name are kept: the name with the SHA-256 prefix before its suffix."""
     stem, dot, suffix = final.name.rpartition(".")
-    name = f"{stem}.{digest[:16]}.{suffix}" if dot and stem else f"{final.name}.{digest[:16]}"
-    return final.parent / check_remote_name(name)
+    if not (dot and stem):
+        stem, suffix = final.name, ""
+    tail = f".{digest[:16]}" + (f".{suffix}" if suffix else "")
+    return final.parent / check_remote_name(stem[: MAX_NAME_LENGTH - len(tail)].rstrip(".") + tail)
 
 
 def _move_if_absent(part: ObjectStoragePath, target: ObjectStoragePath) -> bool:

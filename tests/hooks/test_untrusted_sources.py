@@ -216,3 +216,25 @@ def test_an_inbox_file_with_a_matching_checksum_file_is_taken_at_once(
         writer.write(full[2000:])
     [remote] = hook.list_files(delivery_date=MONDAY)  # complete: no settle wait needed
     assert (remote.size, remote.sha256) == (5000, hashlib.sha256(full).hexdigest())
+
+
+def test_other_bytes_under_a_name_of_the_longest_length_are_kept_too(use_connection: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    name = "A" * 196 + ".txt"  # 200 characters: the longest name accepted
+    use_connection(
+        etransport_url=None,
+        etransport_inbox=folder.as_uri(),
+        archive_url=(tmp_path / "archive").as_uri(),
+        inbox_settle_seconds=0,
+    )
+    hook = ETransportHook(file_pattern=r"A+\.txt")
+    stored = []
+    for content in (b"first\n", b"second\n"):
+        (folder / name).write_bytes(content)
+        [remote] = hook.list_files()
+        stored.append(hook.download(remote))
+    paths = [Path(s.path.removeprefix("file://")) for s in stored]
+    assert [p.read_bytes() for p in paths] == [b"first\n", b"second\n"]
+    digest = hashlib.sha256(b"second\n").hexdigest()
+    assert len(paths[1].name) == 200 and paths[1].name.endswith(f"A.{digest[:16]}.txt")
