@@ -4,9 +4,9 @@ No other module of this provider tests Airflow's version: they import from here.
 
 * 3.0.6+: everything works; ``BaseHook`` and the task exceptions come from their pre-SDK homes.
 * 3.1+: ``BaseHook.aget_connection`` (before: the sync API in a worker thread, via common-compat).
-* 3.2+: ``amask_secret`` (before: the sync masker in a worker thread); the UI reads the declarative
-  ``conn-fields`` of the provider info (before: the hook's ``get_connection_form_widgets``).
-* 3.3+: the task state store (before: :func:`task_state` keeps the same records in an Airflow Variable per
+* 3.2+: the UI reads the declarative ``conn-fields`` of the provider info (before: the hook's
+  ``get_connection_form_widgets``).
+* 3.3+: ``amask_secret`` (before: the sync masker in a worker thread); the task state store (before: :func:`task_state` keeps the same records in an Airflow Variable per
   task instance) and ``start_from_trigger`` with templated trigger arguments (before: ignored, with a
   warning; the sensor starts on a worker and defers at once).
 
@@ -89,7 +89,7 @@ AIRFLOW_V_3_3_PLUS: bool = _RELEASE >= (3, 3, 0)
 HAS_TASK_STATE_STORE = AIRFLOW_V_3_3_PLUS
 HAS_START_FROM_TRIGGER = AIRFLOW_V_3_3_PLUS
 HAS_DECLARATIVE_CONN_FIELDS = AIRFLOW_V_3_2_PLUS
-HAS_ASYNC_MASK_SECRET = AIRFLOW_V_3_2_PLUS
+HAS_ASYNC_MASK_SECRET = AIRFLOW_V_3_3_PLUS
 HAS_ASYNC_CONNECTION = AIRFLOW_V_3_1_PLUS
 
 # Names imported on first use, newest home first (apache-airflow-providers-common-compat's shims).
@@ -127,11 +127,14 @@ def mask_secret(value: Any) -> None:
     """
     from airflow.providers.common.compat.sdk import mask_secret as _mask_secret
 
-    try:
-        from airflow.sdk.execution_time.secrets_masker import _secrets_masker
+    try:  # 3.1+ moved the masker; its old home warns there
+        from airflow.sdk._shared.secrets_masker import _secrets_masker
     except ImportError:
-        pass
-    else:
+        try:
+            from airflow.sdk.execution_time.secrets_masker import _secrets_masker
+        except ImportError:
+            _secrets_masker = None
+    if _secrets_masker is not None:
         _secrets_masker().add_mask(value)
     _mask_secret(value)
 

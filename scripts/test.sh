@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
 # Lint and type checks, then the tests on every supported Airflow, each in its own virtualenv:
 #
-#   newest   the newest Airflow 3.x pip resolves      .venv        (the venv the README's commands use)
-#   3.0.6    the oldest supported Airflow             .venv-af306  (pins: scripts/constraints/airflow-3.0.6.txt)
+#   newest   the newest Airflow 3.x the resolver picks   .venv        (the venv the README's commands use)
+#   3.0.6    the oldest supported Airflow                .venv-af306  (pins: scripts/constraints/airflow-3.0.6.txt)
+#   3.1.8    the last 3.1                                .venv-af318
+#   3.2.2    the last 3.2                                .venv-af322  (pins: scripts/constraints/airflow-3.2.2.txt)
 #
-# Each Airflow runs the steps "unit" (the whole suite without the system tests) and "system" (real scheduler,
-# dag-processor, triggerer and api-server processes; tests/system). Extra Airflow versions run the "examples"
-# step (the example DAGs end to end with dag.test()) when listed in AIRFLOW_EXTRA, e.g. AIRFLOW_EXTRA="3.1.8 3.2.2".
+# Steps: "unit" (the whole suite without the system tests), "system" (real scheduler, dag-processor, triggerer
+# and api-server processes, LocalExecutor and CeleryExecutor; tests/system) and "examples" (the example DAGs
+# parsed and run end to end with dag.test(), the version checks, and the connection form as the UI's API serves it).
+# Packages are installed with uv (installed into .venv with pip first), which takes seconds where pip takes minutes.
 #
 # Usage: scripts/test.sh                   lint + the whole matrix (what CI runs)
 #        scripts/test.sh [pytest args...]  lint + only the newest Airflow's unit step with these arguments
 #                                          (and its system step too when SKATTEKONTO_SYSTEM_TESTS=1)
 # Environment: AIRFLOW_MATRIX (default "newest 3.0.6") picks the versions of the unit step, AIRFLOW_SYSTEM
-# (default "newest") those of the system step ("newest 3.0.6" adds the oldest); PYTHON picks the interpreter.
+# (default "newest 3.0.6") those of the system step, AIRFLOW_EXTRA (default "3.1.8 3.2.2") those of the examples
+# step; PYTHON picks the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 AIRFLOW_MATRIX=${AIRFLOW_MATRIX:-newest 3.0.6}
-AIRFLOW_EXTRA=${AIRFLOW_EXTRA:-}
-AIRFLOW_SYSTEM=${AIRFLOW_SYSTEM:-newest}
+AIRFLOW_EXTRA=${AIRFLOW_EXTRA-3.1.8 3.2.2}
+AIRFLOW_SYSTEM=${AIRFLOW_SYSTEM-newest 3.0.6}
 
 venv_of() { # the virtualenv of an Airflow version: .venv for the newest, .venv-af306 for 3.0.6
   if [ "$1" = newest ]; then echo .venv; else echo ".venv-af${1//./}"; fi
@@ -29,7 +33,9 @@ install() { # install the provider with its test dependencies for one Airflow ve
   local version=$1 venv pins=() extras=test,dev
   venv=$(venv_of "$version")
   [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
-  if [ "$version" != newest ]; then
+  if [ "$version" = newest ]; then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check uv
+  else
     extras=test  # the linters run once, on the newest Airflow
     if [ -f "scripts/constraints/airflow-$version.txt" ]; then
       pins=(-r "scripts/constraints/airflow-$version.txt")
@@ -37,9 +43,10 @@ install() { # install the provider with its test dependencies for one Airflow ve
       pins=("apache-airflow==$version")
     fi
   fi
+  case " $AIRFLOW_SYSTEM " in *" $version "*) extras=$extras,system ;; esac
   echo "== Airflow $version: installing into $venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$extras]" "${pins[@]}"
-  echo "== Airflow $version: $("$venv/bin/python" -c 'import airflow; print(airflow.__version__)') in $venv"
+  .venv/bin/uv pip install --quiet --python "$venv/bin/python" -e ".[$extras]" "${pins[@]}"
+  echo "== Airflow $version: $("$venv/bin/python" -c 'import airflow; print(airflow.__version__)' 2>/dev/null) in $venv"
 }
 
 step() { # step VERSION unit|system|examples [pytest args...]
@@ -65,7 +72,6 @@ step() { # step VERSION unit|system|examples [pytest args...]
       ;;
     system)
       if [ -d tests/system ]; then
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test,system]"
         if [ -n "${CI:-}" ] && command -v redis-server >/dev/null 2>&1 \
           && ! "$venv/bin/python" -c "import socket; socket.create_connection(('127.0.0.1', 6379), 2)" 2>/dev/null; then
           echo "Redis is not answering on 127.0.0.1:6379; starting it"
@@ -76,7 +82,10 @@ step() { # step VERSION unit|system|examples [pytest args...]
         echo "(no tests/system)"
       fi
       ;;
-    examples) "$venv/bin/python" -m pytest -n 2 -q tests/test_example_dags.py tests/test_version_compat.py "$@" ;;
+    examples)
+      "$venv/bin/python" -m pytest -n 2 -q tests/test_example_dags.py tests/test_version_compat.py \
+        tests/hooks/test_connection_form.py "$@"
+      ;;
   esac
   echo "== Airflow $version: $name took $((SECONDS - started)) s"
 }

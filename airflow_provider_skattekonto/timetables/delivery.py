@@ -70,10 +70,9 @@ class DeliveryMorningTimetable(Timetable):
             # The first run after a start date (or a backfill's --from-date) starts its interval there:
             # Airflow creates no task instances for a run whose logical date is before the start date.
             previous = earliest
-        return DagRunInfo(
-            run_after=_pendulum(self.run_after_for(morning)),
-            data_interval=DataInterval(_pendulum(previous), _pendulum(morning)),
-        )
+        # interval() fills the fields newer Airflow adds (3.2: partitions); the run starts before the morning
+        info = DagRunInfo.interval(_pendulum(previous), _pendulum(morning))
+        return info._replace(run_after=_pendulum(self.run_after_for(morning)))
 
     # -- Timetable API ------------------------------------------------------------------------------
     @property
