@@ -3,11 +3,14 @@
 No other module of this provider tests Airflow's version: they import from here. What each version gives:
 
 * 3.0.6+: everything works; ``BaseHook`` and the task exceptions come from their pre-SDK homes.
-* 3.1+: ``BaseHook.aget_connection`` (before: the sync API in a worker thread, via common-compat).
+* 3.1+: ``BaseHook.aget_connection`` (before: the sync API in a worker thread, via common-compat);
+  manual runs get their id from the timetable, which names the delivery morning (before: Airflow's own
+  ``manual__<time>_<random>``).
 * 3.2+: the UI reads the declarative ``conn-fields`` of the provider info (before: the hook's
   ``get_connection_form_widgets``).
-* 3.3+: ``amask_secret`` (before: the sync masker in a worker thread); the task state store (before: :func:`task_state` keeps the same records in an Airflow Variable per
-  task instance) and ``start_from_trigger`` with templated trigger arguments (before: ignored, with a
+* 3.3+: ``amask_secret`` (before: the sync masker in a worker thread); the task state store (before:
+  :func:`task_state` keeps the same records in an Airflow Variable per task instance) and
+  ``start_from_trigger`` with templated trigger arguments (before: ignored, with a
   warning; the sensor starts on a worker and defers at once).
 
 Importing this module imports nothing from Airflow: the names below are resolved on first use, so the
@@ -91,6 +94,7 @@ HAS_START_FROM_TRIGGER = AIRFLOW_V_3_3_PLUS
 HAS_DECLARATIVE_CONN_FIELDS = AIRFLOW_V_3_2_PLUS
 HAS_ASYNC_MASK_SECRET = AIRFLOW_V_3_3_PLUS
 HAS_ASYNC_CONNECTION = AIRFLOW_V_3_1_PLUS
+HAS_TIMETABLE_MANUAL_RUN_IDS = AIRFLOW_V_3_1_PLUS
 
 # Names imported on first use, newest home first (apache-airflow-providers-common-compat's shims).
 _LAZY = {
@@ -125,17 +129,17 @@ def mask_secret(value: Any) -> None:
     The task SDK of Airflow 3.0 tells the supervisor before it masks locally, and its debug log of that
     message shows the value: mask locally first (newer Airflow does the same itself).
     """
+    import importlib
+
     from airflow.providers.common.compat.sdk import mask_secret as _mask_secret
 
-    try:  # 3.1+ moved the masker; its old home warns there
-        from airflow.sdk._shared.secrets_masker import _secrets_masker
-    except ImportError:
-        try:
-            from airflow.sdk.execution_time.secrets_masker import _secrets_masker
-        except ImportError:
-            _secrets_masker = None
-    if _secrets_masker is not None:
-        _secrets_masker().add_mask(value)
+    for home in ("airflow.sdk._shared.secrets_masker", "airflow.sdk.execution_time.secrets_masker"):
+        try:  # 3.1+ moved the masker; its old home warns there
+            masker = importlib.import_module(home)._secrets_masker
+        except (ImportError, AttributeError):
+            continue
+        masker().add_mask(value)
+        break
     _mask_secret(value)
 
 

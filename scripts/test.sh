@@ -57,18 +57,7 @@ step() { # step VERSION unit|system|examples [pytest args...]
   echo "== Airflow $version: $name"
   case "$name" in
     unit)
-      local known=()
-      # Open on Airflow 3.0.6: dag.test() runs count as historical there, so a missed deadline skips instead of failing.
-      # Also open there: the benchmark smoke run, a log-masking test that reads a 3.1+ module, and two drills whose
-      # secret search finds the access token in 3.0.6's own dag.test() debug lines.
-      [ "$version" = 3.0.6 ] && known=(
-        --deselect tests/operators/test_etransport_sensor.py::test_deadline_fails_with_an_actionable_message
-        --deselect tests/benchmarks/test_benchmarks_smoke.py::test_every_benchmark_runs_at_tiny_size
-        --deselect tests/operators/test_trigger_events.py::test_endpoint_log_line_stays_readable_under_masking
-        --deselect tests/drills/test_drills.py::test_lost_answer_across_task_retries
-        --deselect tests/drills/test_drills.py::test_429_storm_longer_than_the_retry_budget
-      )
-      "$venv/bin/python" -m pytest -n 2 --dist loadgroup -q "${known[@]}" "$@"
+      "$venv/bin/python" -m pytest -n 2 --dist loadgroup -q "$@"
       ;;
     system)
       if [ -d tests/system ]; then

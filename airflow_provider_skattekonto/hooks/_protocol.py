@@ -33,6 +33,7 @@ __all__ = [
     "RequestSpec",
     "RetryPolicy",
     "Retrying",
+    "Secret",
     "Send",
     "Sleep",
     "TokenCache",
@@ -59,11 +60,11 @@ class RequestSpec:
 
 @dataclass(frozen=True)
 class Reply:
-    """A fully read (small) HTTP answer."""
+    """A fully read (small) HTTP answer. ``text`` may hold tokens (the token endpoint's answer): not in repr."""
 
     status: int
     headers: Mapping[str, str]
-    text: str
+    text: str = field(repr=False)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -84,6 +85,14 @@ class Sleep:
     """Wait ``seconds`` (real time)."""
 
     seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A secret (an access or refresh token) held by code that may raise: its repr never shows the value,
+    so a traceback that renders local variables (Airflow 3.0's console log does) cannot reveal it."""
+
+    value: str = field(repr=False)
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ class HttpsSource:
     ) -> Plan:
         query = f"?kind={quote(kind)}" + (f"&morning={delivery_date.isoformat()}" if delivery_date else "")
 
-        def build(_: str | None) -> RequestSpec:
+        def build(_: object) -> RequestSpec:
             return RequestSpec("GET", f"{self.url}/files{query}", headers={"Accept": "application/json"})
 
         reply = yield from hook._exchange_plan(config, build, authenticated=False, quiet=True)

@@ -39,6 +39,7 @@ from airflow_provider_skattekonto.hooks._protocol import (
     Reply,
     RequestSpec,
     RetryPolicy,
+    Secret,
     Send,
     Sleep,
     TokenCache,
@@ -138,7 +139,7 @@ class SkattekontoHook(BaseHook):
         self._async_client: httpx.AsyncClient | None = None
         self._shared: _SharedClient | None = None
         self.tokens = TokenCache()
-        self._refresh_token: str | None = None  # the refresh token in use (the connection's, or a rotated one)
+        self._refresh_token: Secret | None = None  # the refresh token in use (the connection's, or a rotated one)
 
     # -- the UI's connection form on Airflow before 3.2 (3.2+ reads conn-fields from the provider info) ----
     @classmethod
@@ -380,7 +381,7 @@ class SkattekontoHook(BaseHook):
     def _exchange_plan(
         self,
         config: SkattekontoConnectionConfig,
-        build: Callable[[str | None], RequestSpec],
+        build: Callable[[Secret | None], RequestSpec],
         *,
         authenticated: bool,
         token_endpoint: bool = False,
@@ -435,44 +436,40 @@ class SkattekontoHook(BaseHook):
                 yield from before_retry()
 
     def _token_plan(self, config: SkattekontoConnectionConfig) -> Plan:
-        """A cached access token, or a new one from the token endpoint (mutual TLS)."""
-        token = self.tokens.get()
-        if token is not None:
-            return token
-        form = {"grant_type": config.grant_type, "client_id": config.oauth_client_id, "scope": config.scope}
-        if config.oauth_client_secret:
-            form["client_secret"] = config.oauth_client_secret
-        used_refresh_token: str | None = None
+        """A cached access token, or a new one from the token endpoint (mutual TLS).
+
+        Tokens stay wrapped in :class:`Secret` in this frame and its callers', and the client secret goes
+        into the form only inside ``build``: a traceback that shows local variables shows no secret.
+        """
+        cached = self.tokens.get()
+        if cached is not None:
+            return Secret(cached)
+        used: Secret | None = None
         if config.grant_type == "refresh_token":
             if self._refresh_token is None:
-                stored: str | None = yield Call(lambda: self._stored_refresh_token(config))
+                stored: Secret | None = yield Call(lambda: self._stored_refresh_token(config))
                 if stored:
-                    yield Mask(stored)
-                self._refresh_token = stored or config.refresh_token or ""
-            used_refresh_token = self._refresh_token
-            form["refresh_token"] = used_refresh_token
+                    yield Mask(stored.value)
+                self._refresh_token = stored or Secret(config.refresh_token or "")
+            used = self._refresh_token
 
-        def build(_: str | None) -> RequestSpec:
+        def build(_: Secret | None) -> RequestSpec:
+            form = {"grant_type": config.grant_type, "client_id": config.oauth_client_id, "scope": config.scope}
+            if config.oauth_client_secret:
+                form["client_secret"] = config.oauth_client_secret
+            if used is not None:
+                form["refresh_token"] = used.value
             return RequestSpec("POST", config.token_url, headers={"Accept": "application/json"}, form=form)
 
-        reply = yield from self._exchange_plan(config, build, authenticated=False, token_endpoint=True)
-        try:
-            body = reply.json()
-            token = str(body["access_token"])
-            expires_in = float(body.get("expires_in", 3600))
-        except (ValueError, KeyError, TypeError):
-            raise TokenError(
-                "The token endpoint answered 200 without a usable access_token",
-                status=reply.status,
-                advice=f"Check token_url (host {_host(config.token_url)}).",
-            ) from None
-        yield Mask(token)
-        rotated = body.get("refresh_token") if config.grant_type == "refresh_token" else None
-        if rotated and str(rotated) != used_refresh_token:
-            yield Mask(str(rotated))
-            yield Call(lambda: self._persist_refresh_token(config, str(rotated)))
-            self._refresh_token = str(rotated)
-        self.tokens.store(token, expires_in)
+        token, expires_in, rotated = _token_answer(
+            (yield from self._exchange_plan(config, build, authenticated=False, token_endpoint=True)), config
+        )
+        yield Mask(token.value)
+        if rotated is not None and (used is None or rotated.value != used.value):
+            yield Mask(rotated.value)
+            yield Call(lambda: self._persist_refresh_token(config, rotated))
+            self._refresh_token = rotated
+        self.tokens.store(token.value, expires_in)
         self.log.info("Fetched an access token (scope %s, expires in %.0f s)", config.scope, expires_in)
         return token
 
@@ -483,7 +480,7 @@ class SkattekontoHook(BaseHook):
         "token", so Airflow masks the value in its UI and API; with a Fernet key it is encrypted at rest)."""
         return f"skattekonto_refresh_token_{conn_id}"
 
-    def _stored_refresh_token(self, config: SkattekontoConnectionConfig) -> str | None:
+    def _stored_refresh_token(self, config: SkattekontoConnectionConfig) -> Secret | None:
         """The refresh token a run stored after a rotation, if it still belongs to the connection's token.
 
         The Variable records a hash of the connection's refresh token it replaced: once someone puts a new
@@ -501,8 +498,9 @@ class SkattekontoHook(BaseHook):
             return None
         try:
             stored = json.loads(raw) if isinstance(raw, str) else raw
-            token = str(stored["refresh_token"])
+            token = Secret(str(stored["refresh_token"]))
             replaces = str(stored["connection_refresh_token_sha256"])
+            del raw, stored
         except (ValueError, TypeError, KeyError):
             return None
         if replaces != _sha256(config.refresh_token or ""):
@@ -513,12 +511,12 @@ class SkattekontoHook(BaseHook):
         self.log.info("Using the rotated refresh token stored in Airflow Variable %s", key)
         return token
 
-    def _persist_refresh_token(self, config: SkattekontoConnectionConfig, token: str) -> None:
+    def _persist_refresh_token(self, config: SkattekontoConnectionConfig, token: Secret) -> None:
         """Store a rotated refresh token where the next run finds it; fail at once if that is impossible."""
         key = self.refresh_token_variable(config.conn_id)
         value = json.dumps(
             {
-                "refresh_token": token,
+                "refresh_token": token.value,
                 "connection_refresh_token_sha256": _sha256(config.refresh_token or ""),
                 "rotated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             }
@@ -536,6 +534,7 @@ class SkattekontoHook(BaseHook):
             )
         except Exception as exc:
             problem = f"{type(exc).__name__} while writing it"
+        del value  # holds the token: not a local of the frame that raises
         if problem:
             raise TokenError(
                 f"The token endpoint rotated the refresh token of connection {config.conn_id!r} (it issued a new one "
@@ -560,7 +559,7 @@ class SkattekontoHook(BaseHook):
         if not config.sandbox_clock:
             return ClockReading(now=dt.datetime.now(STOCKHOLM))
 
-        def build(_: str | None) -> RequestSpec:
+        def build(_: object) -> RequestSpec:
             return RequestSpec("GET", config.base_url + SANDBOX_CLOCK_PATH, headers={"Accept": "application/json"})
 
         reply = yield from self._exchange_plan(config, build, authenticated=False, quiet=True)
@@ -608,7 +607,7 @@ class SkattekontoHook(BaseHook):
         before: ClockReading = yield from check_open()
         sent: list[RequestSpec] = []
 
-        def build(token: str | None) -> RequestSpec:
+        def build(token: Secret | None) -> RequestSpec:
             correlation_id = new_correlation_id()
             request = RequestSpec(
                 "POST",
@@ -616,7 +615,7 @@ class SkattekontoHook(BaseHook):
                 headers={
                     "Accept": "application/json",
                     "Content-Type": "application/json",
-                    "Authorization": f"Bearer {token}",
+                    "Authorization": f"Bearer {token.value if token else ''}",
                     "client_id": config.api_client_id,
                     "client_secret": config.api_client_secret,
                     CORRELATION_HEADER: correlation_id,
@@ -691,7 +690,8 @@ class SkattekontoHook(BaseHook):
 
     def get_token(self) -> str:
         """A valid access token (cached until shortly before expiry)."""
-        return self.run_plan(self._token_plan(self.config))
+        token: Secret = self.run_plan(self._token_plan(self.config))
+        return token.value
 
     def wait_until(
         self,
@@ -830,6 +830,23 @@ def _sha256(text: str) -> str:
 
 def _host(url: str | None) -> str:
     return urlsplit(url).netloc if url else "-"
+
+
+def _token_answer(reply: Reply, config: SkattekontoConnectionConfig) -> tuple[Secret, float, Secret | None]:
+    """The access token, its lifetime and a rotated refresh token (if any) from the token endpoint's answer."""
+    try:
+        body = reply.json()
+        token = Secret(str(body["access_token"]))
+        expires_in = float(body.get("expires_in", 3600))
+        rotated = body.get("refresh_token") if config.grant_type == "refresh_token" else None
+    except (ValueError, KeyError, TypeError):
+        body = None
+        raise TokenError(
+            "The token endpoint answered 200 without a usable access_token",
+            status=reply.status,
+            advice=f"Check token_url (host {_host(config.token_url)}).",
+        ) from None
+    return token, expires_in, (Secret(str(rotated)) if rotated else None)
 
 
 def endpoints_for_log(config: SkattekontoConnectionConfig) -> str:

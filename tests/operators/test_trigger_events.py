@@ -82,7 +82,10 @@ def test_closed_window_deferral_has_a_timeout(sandbox: Any, use_connection: Any)
 
 def test_endpoint_log_line_stays_readable_under_masking(sandbox: Any, use_connection: Any) -> None:
     """Airflow masks token_url (its key says "token"); the hosts the waiters log are not masked."""
-    from airflow.sdk._shared.secrets_masker.secrets_masker import mask_secret, redact
+    try:
+        from airflow.sdk._shared.secrets_masker.secrets_masker import mask_secret, redact
+    except ImportError:  # Airflow 3.0
+        from airflow.sdk.execution_time.secrets_masker import mask_secret, redact  # type: ignore[no-redef]
 
     from airflow_provider_skattekonto.hooks.skattekonto import SkattekontoHook, endpoints_for_log
 
