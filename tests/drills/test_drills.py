@@ -60,6 +60,7 @@ from tests.drills._support import (
     wait_for,
     when,
 )
+from tests.inbox_files import write_inbox_answer_file
 from tests.loading.builders import at, file_bytes, header, random_blocks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -993,18 +994,9 @@ def inbox_with_odd_names(folder: Path) -> tuple[Path, Path]:
     """An inbox with one real answer file and odd neighbours; returns (inbox, the real file)."""
     inbox = folder / "inbox"
     inbox.mkdir()
-    real = inbox / f"SKAHMST_{ORDERER}_20261130_001.txt"
-    _, sha = data.write_answer_file(
-        real,
-        orderer=ORDERER,
-        delivery_morning=stockholm(MONDAY, 7),
-        created_at=stockholm(MONDAY, 6, 40),
-        file_id="INBOX-1",
-        seed=4,
-        principals=15,
-        transactions_per_principal=8,
+    real = write_inbox_answer_file(
+        inbox, ORDERER, file_id="INBOX-1", seed=4, principals=15, transactions_per_principal=8
     )
-    (inbox / f"{real.name}.sha256").write_text(f"{sha}  {real.name}\n")
     for odd in (
         f"SKAHMST_{ORDERER}_20261130_002.txt.part",  # still being written
         f".SKAHMST_{ORDERER}_20261130_003.txt",  # hidden

@@ -17,8 +17,8 @@ from airflow_provider_skattekonto.domain.remote_files import RemoteFile, UnsafeR
 from airflow_provider_skattekonto.exceptions import ConfigurationError
 from airflow_provider_skattekonto.hooks.etransport import DownloadTooLargeError, ETransportHook
 from airflow_provider_skattekonto.hooks.skattekonto import SkattekontoHook
-from airflow_provider_skattekonto.sandbox import data
 from tests.drills._support import MONDAY, ORDERER, stockholm
+from tests.inbox_files import write_inbox_answer_file, write_stray_neighbours
 
 EVIL = b"import os\nos.system('touch /tmp/pwned')\n"
 EVIL_SHA = hashlib.sha256(EVIL).hexdigest()
@@ -135,18 +135,9 @@ def inbox(connect: Any, tmp_path: Path) -> dict[str, Path]:
     """An inbox with Monday's real file (and its .sha256); the archive beside it; settle time 1 s."""
     folder = tmp_path / "inbox"
     folder.mkdir()
-    real = folder / REAL
-    _, sha = data.write_answer_file(
-        real,
-        orderer=ORDERER,
-        delivery_morning=stockholm(MONDAY, 7),
-        created_at=stockholm(MONDAY, 6, 40),
-        file_id="HOSTILE-1",
-        seed=5,
-        principals=3,
-        transactions_per_principal=2,
+    real = write_inbox_answer_file(
+        folder, ORDERER, file_id="HOSTILE-1", seed=5, principals=3, transactions_per_principal=2
     )
-    (folder / f"{REAL}.sha256").write_text(f"{sha}  {REAL}\n")
     archive = tmp_path / "archive"
     connect(etransport_url=None, etransport_inbox=folder.as_uri(), archive_url=archive.as_uri(), inbox_settle_seconds=1)
     return {"folder": folder, "real": real, "archive": archive}
@@ -160,15 +151,7 @@ def test_inbox_links_and_stray_neighbours(drill: Any, inbox: dict[str, Path], tm
     outside_file.write_text("confidential, outside the inbox\n")
     os.symlink(outside_file, folder / f"SKAHMST_{ORDERER}_20261130_002.txt")
     os.symlink(inbox["real"], folder / f"SKAHMST_{ORDERER}_20261130_003.txt")
-    (folder / f"SKAHMST_{ORDERER}_20261399_001.txt").write_text("bad date")
-    (folder / f"SKAHMST_{ORDERER}_20261130_00\u0663.txt").write_text("non-ASCII digit")
-    (folder / f"SKAHMST_{ORDERER}_20261130_004.txt").write_text("empty sidecar")
-    (folder / f"SKAHMST_{ORDERER}_20261130_004.txt.sha256").write_text("")
-    (folder / f"SKAHMST_{ORDERER}_20261130_005.txt").write_text("non-hex sidecar")
-    (folder / f"SKAHMST_{ORDERER}_20261130_005.txt.sha256").write_text("z" * 64)
-    (folder / "SKAHMST_0000000000_20261130_001.txt").write_text("not an organisation number")
-    (folder / f"SKAHMST_{ORDERER}_20261130_006.txt").mkdir()
-    tried = 8
+    tried = 2 + write_stray_neighbours(folder, ORDERER)
     before = files_in(tmp_path)
     hook = ETransportHook()
     try:

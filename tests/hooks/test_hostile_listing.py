@@ -17,6 +17,7 @@ from airflow_provider_skattekonto.domain.calendar import STOCKHOLM
 from airflow_provider_skattekonto.domain.remote_files import RemoteFile, UnsafeRemoteNameError
 from airflow_provider_skattekonto.hooks.etransport import ETransportHook
 from airflow_provider_skattekonto.hooks.skattekonto import SkattekontoHook
+from tests.inbox_files import write_inbox_answer_file, write_stray_neighbours
 
 MONDAY = dt.date(2026, 11, 30)
 EVIL = b"import os\nos.system('touch /tmp/pwned')\n"
@@ -121,25 +122,13 @@ def test_one_stray_entry_never_hides_the_real_file(
 @pytest.fixture
 def inbox(sandbox: Any, use_connection: Any, tmp_path: Path) -> dict[str, Any]:
     """An inbox holding Monday's real answer file (with its .sha256), the clock on Monday 07:05."""
-    from airflow_provider_skattekonto.sandbox.data import write_answer_file
-
     sandbox.clock.set(now=dt.datetime(2026, 11, 30, 7, 5, tzinfo=STOCKHOLM), speed=1.0)
     orderer = sandbox.pki.identity("orderer").organisation_number
     folder = tmp_path / "inbox"
     folder.mkdir()
-    name = f"SKAHMST_{orderer}_20261130_001.txt"
-    morning = dt.datetime(2026, 11, 30, 7, 0, tzinfo=STOCKHOLM)
-    _, sha256 = write_answer_file(
-        folder / name,
-        orderer=orderer,
-        delivery_morning=morning,
-        created_at=morning - dt.timedelta(minutes=30),
-        file_id="F1",
-        seed=3,
-        principals=3,
-        transactions_per_principal=2,
-    )
-    (folder / f"{name}.sha256").write_text(f"{sha256}  {name}\n")
+    name = write_inbox_answer_file(
+        folder, orderer, file_id="F1", seed=3, principals=3, transactions_per_principal=2
+    ).name
     archive = tmp_path / "archive"
     use_connection(etransport_url=None, etransport_inbox=folder.as_uri(), archive_url=archive.as_uri())
     return {"folder": folder, "name": name, "orderer": orderer, "archive": archive, "tmp": tmp_path}
@@ -166,14 +155,7 @@ def test_inbox_symlinks_are_refused_and_logged(inbox: dict[str, Any], logs: Call
 
 def test_inbox_stray_neighbours_are_skipped(inbox: dict[str, Any], logs: Callable[[], str]) -> None:
     folder, orderer = inbox["folder"], inbox["orderer"]
-    (folder / f"SKAHMST_{orderer}_20261399_001.txt").write_text("bad date")
-    (folder / f"SKAHMST_{orderer}_20261130_00\u0663.txt").write_text("non-ASCII digit")
-    (folder / f"SKAHMST_{orderer}_20261130_004.txt").write_text("empty sidecar")
-    (folder / f"SKAHMST_{orderer}_20261130_004.txt.sha256").write_text("")
-    (folder / f"SKAHMST_{orderer}_20261130_005.txt").write_text("non-hex sidecar")
-    (folder / f"SKAHMST_{orderer}_20261130_005.txt.sha256").write_text("z" * 64)
-    (folder / "SKAHMST_0000000000_20261130_001.txt").write_text("not an organisation number")
-    (folder / f"SKAHMST_{orderer}_20261130_006.txt").mkdir()
+    write_stray_neighbours(folder, orderer)
     hook = ETransportHook()
     assert [f.name for f in hook.list_files(delivery_date=MONDAY)] == [inbox["name"]]
     text = logs()
