@@ -176,7 +176,8 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
     """``load_answer_stream`` of the file into fresh tables; timed from the open file to the commit."""
     from airflow_provider_skattekonto.loading import snapshot
     from airflow_provider_skattekonto.loading.names import table_names
-    from airflow_provider_skattekonto.loading.snapshot import ensure_tables, load_answer_stream
+    from airflow_provider_skattekonto.loading.snapshot import load_answer_stream
+    from airflow_provider_skattekonto.loading.tables import ensure_tables
 
     # The change feed and balance history (record_changes, SQL run after the rows are stored) are work
     # the baselines do not do: timed separately, the load itself is unchanged.
@@ -250,7 +251,7 @@ def child_parse(spec: dict[str, Any]) -> dict[str, Any]:
     builds one ``Transaction`` object per row."""
     from airflow_provider_skattekonto.domain.answer_file import parse_answer_batches, parse_answer_file
     from airflow_provider_skattekonto.domain.records import TransactionBatch
-    from airflow_provider_skattekonto.loading.snapshot import VerifiedChunks
+    from airflow_provider_skattekonto.loading.source import VerifiedChunks
 
     parse = parse_answer_file if spec.get("records") else parse_answer_batches
 
@@ -278,7 +279,7 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     PostgreSQL: ``COPY ... FROM STDIN (FORMAT csv)`` of the prepared CSV files.
     """
     from airflow_provider_skattekonto.loading.names import BALANCE_COLUMNS, TRANSACTION_COLUMNS, table_names
-    from airflow_provider_skattekonto.loading.snapshot import _FILE_COLUMNS, ddl_statements
+    from airflow_provider_skattekonto.loading.tables import _FILE_COLUMNS, ddl_statements
 
     target = spec["target"]
     dialect = "sqlite" if target == "sqlite" else "postgresql"

@@ -190,7 +190,8 @@ def child_time_to_data(spec: dict[str, Any]) -> dict[str, Any]:
 
     from airflow_provider_skattekonto.domain.remote_files import RemoteFile
     from airflow_provider_skattekonto.hooks.etransport import ETransportHook
-    from airflow_provider_skattekonto.loading.snapshot import ensure_tables, load_answer_stream
+    from airflow_provider_skattekonto.loading.snapshot import load_answer_stream
+    from airflow_provider_skattekonto.loading.tables import ensure_tables
     from airflow_provider_skattekonto.triggers.etransport import ETransportFileTrigger
 
     _quiet_airflow_logs()

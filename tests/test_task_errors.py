@@ -9,7 +9,7 @@ from airflow_provider_skattekonto.domain.answer_file import AnswerFileError
 from airflow_provider_skattekonto.domain.remote_files import UnsafeRemoteNameError
 from airflow_provider_skattekonto.exceptions import ConfigurationError, SkattekontoApiError
 from airflow_provider_skattekonto.loading.names import SnapshotLoadError
-from airflow_provider_skattekonto.loading.snapshot import FileChecksumError
+from airflow_provider_skattekonto.loading.source import FileChecksumError
 from airflow_provider_skattekonto.loading.staging import StagingError
 from airflow_provider_skattekonto.version_compat import AirflowFailException
 

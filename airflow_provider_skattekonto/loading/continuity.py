@@ -127,7 +127,7 @@ def check_balance_continuity(
 
     Reads only; the connection's transaction is rolled back at the end.
     """
-    from airflow_provider_skattekonto.loading.snapshot import _Params, _paramstyle
+    from airflow_provider_skattekonto.loading.dbapi import _Params, _paramstyle
 
     ids = None if file_ids is None else [str(f) for f in file_ids]
     if ids is not None and not ids:

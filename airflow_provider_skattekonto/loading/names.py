@@ -58,6 +58,12 @@ class SnapshotLoadError(SkattekontoError, ValueError):
     """The records cannot be loaded as a file snapshot (structure, counts, arguments or tables)."""
 
 
+def _check_dialect(dialect: str) -> Dialect:
+    if dialect not in DIALECTS:
+        raise SnapshotLoadError(f"Unknown dialect {dialect!r}: use one of {', '.join(DIALECTS)}.")
+    return dialect  # type: ignore[return-value]
+
+
 # --------------------------------------------------------------------------------------------- names
 
 

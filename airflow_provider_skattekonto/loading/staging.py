@@ -276,7 +276,7 @@ def stage_answer_file(
     file); then no manifest is written and the table files written so far are removed (best effort).
     """
     from airflow_provider_skattekonto.domain.answer_file import parse_answer_batches
-    from airflow_provider_skattekonto.loading.snapshot import VerifiedChunks
+    from airflow_provider_skattekonto.loading.source import VerifiedChunks
 
     formats = list(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]

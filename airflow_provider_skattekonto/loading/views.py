@@ -91,7 +91,7 @@ LEFT JOIN {n.feed} f ON f.orderer = t.orderer AND f.reconciled_on = t.reconciled
 
 def _exists(conn: Any, dialect: str, name: str) -> bool:
     """Whether a table or view answers ``SELECT`` (probed in its own transaction)."""
-    from airflow_provider_skattekonto.loading.snapshot import _transaction
+    from airflow_provider_skattekonto.loading.dbapi import _transaction
 
     try:
         with _transaction(conn, dialect) as cur:
@@ -105,7 +105,7 @@ def _exists(conn: Any, dialect: str, name: str) -> bool:
 def ensure_feed_and_views(conn: Any, *, dialect: str, prefix: str, schema: str | None = None) -> None:
     """Create the change-feed tables, their indexes and the views where missing; each object commits on
     its own. Existing objects are left as they are."""
-    from airflow_provider_skattekonto.loading.snapshot import _transaction
+    from airflow_provider_skattekonto.loading.dbapi import _transaction
 
     statements = feed_ddl_statements(dialect=dialect, prefix=prefix, schema=schema)
     if dialect != "generic":

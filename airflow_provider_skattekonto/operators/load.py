@@ -186,7 +186,9 @@ class SkattekontoToSqlOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk import ObjectStoragePath
 
-        from airflow_provider_skattekonto.loading.snapshot import ensure_tables, load_answer_stream, sha256_of
+        from airflow_provider_skattekonto.checksums import sha256_of
+        from airflow_provider_skattekonto.loading.snapshot import load_answer_stream
+        from airflow_provider_skattekonto.loading.tables import ensure_tables
         from airflow_provider_skattekonto.version_compat import BaseHook
 
         info = _file_info(self.file)

@@ -63,7 +63,7 @@ class SkattekontoStageFilesOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk import ObjectStoragePath
 
-        from airflow_provider_skattekonto.loading.snapshot import sha256_of
+        from airflow_provider_skattekonto.checksums import sha256_of
         from airflow_provider_skattekonto.loading.staging import MANIFEST_NAME, stage_answer_file
         from airflow_provider_skattekonto.operators.load import _file_info
 

@@ -64,7 +64,7 @@ def test_concurrent_ensure_tables_into_a_fresh_schema(pg_schema: str) -> None:
 def _old_layout(conn: Any, schema: str | None) -> None:
     """The files table without two columns, as an older release might have left it."""
     names = table_names(schema=schema)
-    from airflow_provider_skattekonto.loading.snapshot import ddl_statements
+    from airflow_provider_skattekonto.loading.tables import ddl_statements
 
     dialect = "postgresql" if schema else "sqlite"
     statement = ddl_statements(dialect=dialect, schema=schema)[0]
