@@ -6,5 +6,7 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[sqlite,parquet]"
+# uv (installed into .venv with pip) installs Airflow in seconds where pip takes minutes
+.venv/bin/python -m pip install --quiet --disable-pip-version-check uv
+.venv/bin/uv pip install --quiet --python .venv/bin/python -e ".[sqlite,parquet]"
 exec .venv/bin/python scripts/run_demo.py
