@@ -43,8 +43,9 @@ def test_closed_window_defers_until_five(sandbox: Any, use_connection: Any, run_
 
 
 def test_waits_for_the_runs_order_window(sandbox: Any, use_connection: Any, run_dag_file: Any) -> None:
-    # Monday 23:50 for Wednesday's file: an order now would land in Tuesday's, so wait for Tuesday 05:00.
-    sandbox.clock.set(now=dt.datetime(2026, 11, 30, 23, 50, tzinfo=STOCKHOLM), speed=1000.0)
+    # Monday 23:50 for Wednesday's file: an order now would land in Tuesday's, so wait for Tuesday 05:00
+    # (about 5 s real); the order then has 22 h of service time (about 20 s real) before Wednesday's cutoff.
+    sandbox.clock.set(now=dt.datetime(2026, 11, 30, 23, 50, tzinfo=STOCKHOLM), speed=4000.0)
     use_connection()
     state, xcom = run_dag_file(*bestall_dag(delivery_morning="2026-12-02T07:00:00+01:00"))["bestall"]
     assert state == "success" and xcom["ordered"] is True
