@@ -985,9 +985,9 @@ def test_hostile_names_in_a_listing_are_refused(drill: Any) -> None:
 
 def test_name_with_a_trailing_newline_is_refused(drill: Any) -> None:
     drill.describe("bad input: hostile remote file names", "listing name 'SKAHMST_5560000167_20261130_001.txt\\n'")
-    drill.result("BUG: accepted as a safe name (a control character passes check_remote_name)", "-")
     with pytest.raises(UnsafeRemoteNameError):
         check_remote_name("SKAHMST_5560000167_20261130_001.txt\n")
+    drill.result("refused (UnsafeRemoteNameError: the whole name must match, a final newline included)", "-")
 
 
 def inbox_with_odd_names(folder: Path) -> tuple[Path, Path]:
@@ -1037,7 +1037,6 @@ def test_inbox_with_odd_names(sandbox: Any, connect: Any, drill: Any, tmp_path: 
 
 def test_inbox_name_with_a_trailing_newline_is_ignored(sandbox: Any, connect: Any, drill: Any, tmp_path: Path) -> None:
     drill.describe("bad input: hostile remote file names", "inbox file named 'SKAHMST_5560000167_20261130_008.txt\\n'")
-    drill.result("BUG: listed (and downloadable) as a file of that morning", "-")
     inbox, real = inbox_with_odd_names(tmp_path)
     (inbox / f"SKAHMST_{ORDERER}_20261130_008.txt\n").write_bytes(real.read_bytes())
     connect(etransport_url=None, etransport_inbox=inbox.as_uri(), archive_url=(tmp_path / "archive").as_uri())
@@ -1047,6 +1046,7 @@ def test_inbox_name_with_a_trailing_newline_is_ignored(sandbox: Any, connect: An
     finally:
         hook.close()
     assert names == [real.name]
+    drill.result("not listed: only the real answer file of that morning is", "-")
 
 
 def connections_to(sandbox: Any) -> int:
