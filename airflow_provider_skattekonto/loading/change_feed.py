@@ -114,13 +114,7 @@ def feed_ddl_statements(*, dialect: str, prefix: str, schema: str | None = None)
     """``(CREATE TABLE, [CREATE INDEX, ...])`` for the change-feed tables, without ``IF NOT EXISTS``."""
     t = _TYPES[dialect]
     n = feed_names(prefix, schema)
-    content = f"""    sequence_no {t["int"]} NOT NULL,
-    transaction_id {t["key"]},
-    transaction_date {t["date"]} NOT NULL,
-    interest_date {t["date"]},
-    transaction_text {t["text"]} NOT NULL,
-    amount_skatteverket_ore {t["big"]},
-    amount_kronofogden_ore {t["big"]}"""
+    content = _content_ddl(t)
     feed = f"""CREATE TABLE {n.feed} (
     orderer {t["key"]} NOT NULL,
     principal {t["key"]} NOT NULL,
@@ -172,6 +166,17 @@ def feed_ddl_statements(*, dialect: str, prefix: str, schema: str | None = None)
 _SK = "file_id, reconciled_on, principal, identity"
 
 
+def _content_ddl(t: dict[str, str]) -> str:
+    """The column definitions of a transaction's content (``_CONTENT_COLUMNS``), for the feed and the scratch."""
+    return f"""    sequence_no {t["int"]} NOT NULL,
+    transaction_id {t["key"]},
+    transaction_date {t["date"]} NOT NULL,
+    interest_date {t["date"]},
+    transaction_text {t["text"]} NOT NULL,
+    amount_skatteverket_ore {t["big"]},
+    amount_kronofogden_ore {t["big"]}"""
+
+
 def _scratch_ddl(dialect: str, name: str) -> str:
     t = _TYPES[dialect]
     return f"""CREATE TABLE {name} (
@@ -179,13 +184,7 @@ def _scratch_ddl(dialect: str, name: str) -> str:
     principal {t["key"]} NOT NULL,
     reconciled_on {t["date"]} NOT NULL,
     identity {t["ident"]} NOT NULL,
-    sequence_no {t["int"]} NOT NULL,
-    transaction_id {t["key"]},
-    transaction_date {t["date"]} NOT NULL,
-    interest_date {t["date"]},
-    transaction_text {t["text"]} NOT NULL,
-    amount_skatteverket_ore {t["big"]},
-    amount_kronofogden_ore {t["big"]}
+{_content_ddl(t)}
 )"""
 
 
