@@ -395,7 +395,7 @@ def load_client_certificate_into(context: ssl.SSLContext, loaded: LoadedCertific
         serialization.BestAvailableEncryption(one_time.encode("ascii")),
     )
     pem = b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in (loaded.certificate, *loaded.chain))
-    fd, path = tempfile.mkstemp(prefix="skattekonto-client-", suffix=".pem")
+    fd, path = tempfile.mkstemp(prefix=f"skattekonto-client-{os.getpid()}-", suffix=".pem")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(pem + encrypted_key)

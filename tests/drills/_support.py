@@ -9,6 +9,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -335,7 +336,8 @@ def temp_files(folders: list[Path], since: float, *, max_bytes: int = 64 << 20) 
                 continue
             if path.is_file() and not path.is_symlink() and info.st_mtime >= since and info.st_size <= max_bytes:
                 found.add(path)
-    for path in Path(tempfile.gettempdir()).glob("skattekonto-client-*"):
+    # this process's client key files (another test process may be loading a key at this very moment)
+    for path in Path(tempfile.gettempdir()).glob(f"skattekonto-client-{os.getpid()}-*"):
         found.add(path)  # a client key file must never outlive the call that loaded it
     return sorted(found)
 
