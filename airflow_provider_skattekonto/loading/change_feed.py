@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_skattekonto.loading.names import TableNames, qualified_name, table_names
+from airflow_provider_skattekonto.loading.names import TRANSACTION_COLUMNS, TableNames, qualified_name, table_names
 
 __all__ = [
     "FeedCounts",
@@ -67,15 +67,8 @@ _TYPES: dict[str, dict[str, str]] = {
 }
 _TYPES["sqlite"]["big"] = "INTEGER"
 
-_CONTENT_COLUMNS = (
-    "sequence_no",
-    "transaction_id",
-    "transaction_date",
-    "interest_date",
-    "transaction_text",
-    "amount_skatteverket_ore",
-    "amount_kronofogden_ore",
-)
+# a transaction's content: its stored columns after the snapshot key (orderer, principal, reconciled_on, file_id)
+_CONTENT_COLUMNS = TRANSACTION_COLUMNS[TRANSACTION_COLUMNS.index("sequence_no") :]
 
 
 @dataclass(frozen=True, slots=True)
