@@ -458,6 +458,45 @@ def _check_transaction_fast_path() -> None:
 
 _check_transaction_fast_path()
 _S_NAMES = {spec.attribute: spec.name for spec in _COMPILED[BALANCE].specs}
+_BALANCE_WIDTH = _COMPILED[BALANCE].width
+
+
+def _balance(row: list[str]) -> Balance | None:
+    """An S record's fields (record type included) as the ``Balance`` that ``_build`` makes of them, or
+    ``None`` where ``_build`` fails: written out for LAYOUT["S"] (checked at import, below)."""
+    if len(row) != _BALANCE_WIDTH:
+        return None
+    _, principal, reconciled_on, amount_s, amount_k, interest, updated, following = row
+    try:
+        return Balance(
+            _parse_principal(principal),
+            _parse_date(reconciled_on),
+            parse_amount(amount_s),
+            parse_amount(amount_k) if amount_k else None,
+            parse_amount(interest) if interest else None,
+            _parse_timestamp(updated),
+            _parse_date(following) if following else None,
+        )
+    except ValueError:  # _FieldError included
+        return None
+
+
+def _check_balance_fast_path() -> None:
+    expected = [
+        ("principal", PRINCIPAL, False),
+        ("reconciled_on", DATE, False),
+        ("balance_skatteverket_ore", AMOUNT, False),
+        ("balance_kronofogden_ore", AMOUNT, True),
+        ("interest_skatteverket_ore", AMOUNT, True),
+        ("last_updated", TIMESTAMP, False),
+        ("next_reconciliation_on", DATE, True),
+    ]
+    compiled = _COMPILED[BALANCE]
+    if [(s.attribute, s.kind, s.optional) for s in compiled.specs] != expected or compiled.order is not None:
+        raise RuntimeError("LAYOUT['S'] changed: update _balance, the balance fast path of _fast")
+
+
+_check_balance_fast_path()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -619,6 +658,14 @@ def _parse(
 def _block(data: bytes, state: _State, source_name: str, rest: Iterator[str]) -> Iterator[Record | TransactionBatch]:
     """Whole lines of the file (the last line may lack its end), then ``rest``: the fast path where it
     can vouch for the lines, else the per-line path."""
+    end = data.rfind(b"\n") + 1
+    if end:
+        fast = _fast(data if end == len(data) else data[:end], state)
+        if fast is not None:
+            yield from fast
+            if end == len(data):
+                return
+            data = data[end:]  # the file's last line, without a line end: the per-line path
     try:
         text = data.decode(ENCODING)
     except UnicodeDecodeError:  # the per-line path names the line
@@ -632,8 +679,7 @@ def _block(data: bytes, state: _State, source_name: str, rest: Iterator[str]) ->
             stop_line=state.line + count,
         )
         return
-    plain = len(data.translate(None, _CONTROL_BYTES)) == len(data)
-    yield from _segment(text, state, source_name, rest, plain)
+    yield from _segment(text, state, source_name, rest)
 
 
 def _bounded_lines(stream: IO[bytes]) -> Iterator[str]:
@@ -711,6 +757,7 @@ def _control_error(body: str, position: int, fail: Callable[..., AnswerFileError
 _SEGMENT = 1 << 16  # bytes read per step of the fast path (then completed to a whole line)
 # What the fast path leaves to the per-line path: control characters (other than the line ends).
 _CONTROL_BYTES = bytes(c for c in [*range(0x20), 0x7F] if c not in b"\r\n")
+_FEED_AND_CONTROL_BYTES = _CONTROL_BYTES + b"\n"
 _AMOUNT_CHARS = b"0123456789,;-"
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _TOO_MANY_DIGITS = b"0" * 17  # more than 16 before the decimal comma (parse_amount allows 18 in all)
@@ -738,7 +785,7 @@ def _amounts_ok(joined: str, present: int) -> bool:
     )
 
 
-_STRIDE = 9  # fields of an S or T record (8) plus the line-end marker
+_STRIDE = 8  # fields of an S or T record
 
 
 class _State:
@@ -765,19 +812,11 @@ def _lines(text: str) -> list[str]:
     return lines
 
 
-def _segment(
-    text: str, state: _State, source_name: str, rest: Iterator[str], plain: bool
-) -> Iterator[Record | TransactionBatch]:
-    """Decoded text of whole lines (the file's last line may lack its end): the fast path if it can
-    vouch for them, else the per-line path."""
+def _segment(text: str, state: _State, source_name: str, rest: Iterator[str]) -> Iterator[Record | TransactionBatch]:
+    """Decoded text of whole lines (the file's last line may lack its end) for the per-line path."""
     end = text.rfind("\n") + 1
     if end:
-        region = text[:end]
-        fast = _fast(region, state) if plain else None
-        if fast is None:
-            yield from _slow(region, text, end, state, source_name, rest)
-        else:
-            yield from fast
+        yield from _slow(text[:end], text, end, state, source_name, rest)
     if end < len(text) and not state.done:  # a last line without a line end
         yield from _slow(text[end:], text, len(text), state, source_name, rest)
 
@@ -802,107 +841,156 @@ def _slow(
     )
 
 
-def _fallback(*_args: Any, **_kwargs: Any) -> Exception:
-    return _NotFast()
+_PLACEHOLDER = "Q"  # the record type of a quoted line until its csv-parsed fields replace it
 
 
-class _NotFast(Exception):
-    """Internal: the fast path cannot vouch for a region."""
-
-
-_PLACEHOLDER = "Q;;;;;;;\n"  # stands for a quoted line until its csv-parsed fields replace it
-_DUMMY_T = ["", "2000-01-01", "", "-", "0,00", ""]  # passes the T column checks where an S row stands
-_parse_date(_DUMMY_T[1])  # cached: the dummy date needs no check per region
-
-
-def _unquote(text: str) -> tuple[str, list[tuple[int, list[str]]]] | None:
-    """Replace each line containing a quote by a placeholder; return the text and, per such line, its
-    index and fields (csv, as the per-line path reads them). ``None``: a quoted line is not one record."""
+def _unquote(text: str, end: str) -> tuple[str, list[list[str]]] | None:
+    """Replace each line of ``text`` (as :func:`_fast` marks it: ``;`` before the line end ``end``) that
+    contains a quote by a placeholder line of 8 empty fields but the first, :data:`_PLACEHOLDER`; return
+    the text and, per such line in order, its fields (csv, as the per-line path reads them). ``None``: a
+    quoted line is not one record."""
     pieces: list[str] = []
-    quoted: list[str] = []
-    indexes: list[int] = []
-    pos = index = 0
-    find, rfind, count = text.find, text.rfind, text.count
+    bodies: list[str] = []
+    marker = ";" + end
+    placeholder = _PLACEHOLDER + ";" * _STRIDE + end
+    pos = 0
+    find, rfind = text.find, text.rfind
     while (quote := find('"', pos)) >= 0:
         start = rfind("\n", 0, quote) + 1
-        end = find("\n", quote) + 1
-        index += count("\n", pos, start)
+        stop = find("\n", quote) + 1
+        body_end = stop - len(marker)
+        body = text[start:body_end]
+        if text[body_end:stop] != marker or "\r" in body:
+            return None
         pieces.append(text[pos:start])
-        pieces.append(_PLACEHOLDER)
-        quoted.append(text[start:end])
-        indexes.append(index)
-        index += 1
-        pos = end
+        pieces.append(placeholder)
+        bodies.append(body)
+        pos = stop
     pieces.append(text[pos:])
     try:
-        rows = list(csv.reader(quoted, delimiter=DELIMITER, quotechar='"', strict=True))
+        rows = list(csv.reader(bodies, delimiter=DELIMITER, quotechar='"', strict=True))
     except csv.Error:
         return None
-    if len(rows) != len(quoted):  # a quoted field ran into the next line
+    if len(rows) != len(bodies):  # a quoted field ran into the next line
         return None
-    return "".join(pieces), list(zip(indexes, rows, strict=True))
+    return "".join(pieces), rows
 
 
-def _fast(text: str, state: _State) -> list[Record | TransactionBatch] | None:
+def _fast(data: bytes, state: _State) -> list[Record | TransactionBatch] | None:
     """Parse whole lines of S and T records in one go, or return ``None`` (state unchanged) when anything
-    is unusual, so that the per-line path handles (and names) it. ``text`` has no control characters."""
-    n = text.count("\n")
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-        if "\r" in text:
-            return None
-    quoted: list[tuple[int, list[str]]] = []
+    is unusual (control characters included), so that the per-line path handles (and names) it. ``data``
+    is whole lines (it ends in a line feed).
+
+    A ``;`` goes before each line end (one ``replace`` on the bytes: a carriage return, or a line feed in
+    an LF file), so that one ``split(";")`` makes every line 8 elements, its line end opening the next
+    line's record type (``"\\r\\nT"``): the line ends are checked with the record types, and the columns
+    are slices of that one list, taken per block of a principal's transactions."""
+    # Line feeds and control characters (other than carriage returns) in one pass: as many as the lines
+    # found below proves there is no control character and no line feed inside a field.
+    feeds = len(data) - len(data.translate(None, _FEED_AND_CONTROL_BYTES))
+    marked = data.replace(b"\r", b";\r")
+    returns = len(marked) - len(data)
+    end = "\r\n"
+    if returns != feeds:  # LF line ends (all or some), or a carriage return without its line feed
+        if returns:
+            if data.count(b"\r\n") != returns:
+                return None
+            data = data.replace(b"\r\n", b"\n")
+        marked = data.replace(b"\n", b";\n")
+        end = "\n"
+    try:
+        text = marked.decode(ENCODING)
+    except UnicodeDecodeError:
+        return None
+    quoted: list[list[str]] = []
     if '"' in text:
-        unquoted = _unquote(text)
+        unquoted = _unquote(text, end)
         if unquoted is None:
             return None
         text, quoted = unquoted
-    # Each line becomes its 8 fields and a "\n" marker: a line with any other field count misaligns.
-    flat = text.replace("\n", ";\n;").split(";")
+    flat = text.split(";")
     stride = _STRIDE
-    if len(flat) != stride * n + 1 or flat[stride - 1 :: stride].count("\n") != n:
+    n = len(flat) // stride
+    if len(flat) != stride * n + 1 or flat[-1] != end or feeds != n:
         return None
-    for index, row in quoted:
-        if len(row) != stride - 1:
+    flat[0] = end + flat[0]
+    kinds = flat[0:-1:stride]
+    if quoted:
+        placeholder = end + _PLACEHOLDER
+        if kinds.count(placeholder) != len(quoted):  # a line of that record type was there before
             return None
-        flat[stride * index : stride * index + stride - 1] = row
-    kinds = flat[0 : stride * n : stride]
-    if kinds.count(TRANSACTION) + kinds.count(BALANCE) != n:
-        return None
-    # -- balances: parsed one by one; their slots then hold values that pass the transaction checks
-    balances: list[tuple[int, Balance]] = []
+        index = -1
+        for row in quoted:
+            if len(row) != stride:
+                return None
+            index = kinds.index(placeholder, index + 1)
+            kinds[index] = row[0] = end + row[0]
+            flat[stride * index : stride * index + stride] = row
+    # Lines 2..n start with ``end`` + their record type (checked below with the record types), and the
+    # last ends with ``end`` alone: n line ends, each "\r\n" whole. With n line feeds and control
+    # characters (``feeds``) and, in a CRLF file, n carriage returns in all, no other element holds a line
+    # end or a control character, and every line has 8 fields.
+    s_kind = end + BALANCE
+    # -- balances: parsed one by one; the transactions between them form the batches
+    items: list[Balance | tuple[str, int, int, int]] = []  # balances and (principal, sequence, from, to)
     seen = state.seen
     new: dict[str, int] = {}
-    compiled_s = _COMPILED[BALANCE]
     first = state.line + 1
-    start = 0
-    while True:
+    principal, sequence = state.principal, state.sequence
+    previous = 0
+    while previous < n:
         try:
-            at = kinds.index(BALANCE, start)
+            bound = kinds.index(s_kind, previous)
         except ValueError:
+            bound = n
+        if bound > previous:  # transactions [previous, bound) of the current principal
+            items.append((principal, sequence + 1, previous, bound))
+            sequence += bound - previous
+        if bound == n:
             break
-        row_start = stride * at
-        try:
-            balance = _build(flat[row_start : row_start + stride - 1], compiled_s, _fallback)
-        except _NotFast:
+        balance = _balance(flat[stride * bound : stride * bound + stride])
+        if balance is None:
             return None
         principal = balance.principal
         nxt = balance.next_reconciliation_on
         if principal in seen or principal in new or (nxt is not None and nxt <= balance.reconciled_on):
             return None
-        new[principal] = first + at
-        flat[row_start + 2 : row_start + stride - 1] = _DUMMY_T
-        balances.append((at, balance))
-        start = at + 1
-    # -- transactions: every check on whole columns
-    principals = flat[1::stride]
-    bounds = [at for at, _ in balances] + [n]
-    days, interest, texts = flat[3::stride], flat[4::stride], flat[5::stride]
-    amounts_s, amounts_k = flat[6::stride], flat[7::stride]
-    if "" in texts or "" in days or "" in map(operator.add, amounts_s, amounts_k):
+        new[principal] = first + bound
+        items.append(balance)
+        sequence = 0
+        previous = bound + 1
+    if kinds.count(end + TRANSACTION) + len(new) != n:  # all lines but the balances are transactions
         return None
-    used = set(days)
-    used.update(interest)
+    # -- transactions: every check on whole columns of each block
+    columns: list[tuple[list[str], ...]] = []
+    amounts: list[str] = []
+    present = 0
+    used: set[str] = set()  # transaction dates
+    interest_used: set[str] = set()
+    add = operator.add
+    for item in items:
+        if type(item) is Balance:
+            continue
+        owner, _, lo, hi = item  # type: ignore[misc]
+        lo, hi = stride * lo, stride * hi
+        size = (hi - lo) // stride
+        if not owner or flat[lo + 1 : hi : stride].count(owner) != size:
+            return None
+        days, texts = flat[lo + 3 : hi : stride], flat[lo + 5 : hi : stride]
+        amounts_s, amounts_k = flat[lo + 6 : hi : stride], flat[lo + 7 : hi : stride]
+        if "" in texts or "" in map(add, amounts_s, amounts_k):
+            return None
+        interest = flat[lo + 4 : hi : stride]
+        used.update(days)
+        interest_used.update(interest)
+        joined_s, joined_k = ";".join(amounts_s), ";".join(amounts_k)
+        amounts.append(joined_s)
+        amounts.append(joined_k)
+        present += 2 * size - amounts_s.count("") - amounts_k.count("")
+        columns.append((flat[lo + 2 : hi : stride], days, interest, texts))
+    if "" in used:  # an empty transaction date
+        return None
+    used.update(interest_used)
     used.discard("")
     if not _DATE_CACHE.keys() >= used:
         for day in used.difference(_DATE_CACHE):
@@ -910,45 +998,25 @@ def _fast(text: str, state: _State) -> list[Record | TransactionBatch] | None:
                 _parse_date(day)
             except _FieldError:
                 return None
-    joined = ";".join(amounts_s) + ";" + ";".join(amounts_k)
-    if not _amounts_ok(joined, 2 * n - amounts_s.count("") - amounts_k.count("")):
+    if not _amounts_ok(";".join(amounts), present):
         return None
-    ore = joined.replace(",", "").split(";")
-    ore_s, ore_k = ore[:n], ore[n:]
-    del ore
     # -- the records, in file order
     out: list[Record | TransactionBatch] = []
-    principal, sequence = state.principal, state.sequence
-    tids = flat[2::stride]
     count = amount_sum = 0
-    previous = 0
-    for bound, balance_item in itertools.zip_longest(bounds, balances):
-        if bound > previous:  # transactions [previous, bound) of the current principal
-            if principals[previous:bound].count(principal) != bound - previous:
-                return None
-            batch_s, batch_k = ore_s[previous:bound], ore_k[previous:bound]
-            total = sum(map(int, filter(None, batch_s))) + sum(map(int, filter(None, batch_k)))
-            out.append(
-                TransactionBatch(
-                    principal,
-                    sequence + 1,
-                    tids[previous:bound],
-                    days[previous:bound],
-                    interest[previous:bound],
-                    texts[previous:bound],
-                    batch_s,
-                    batch_k,
-                    total,
-                )
-            )
-            sequence += bound - previous
-            count += bound - previous
-            amount_sum += total
-        if balance_item is not None:
-            _, balance = balance_item
-            out.append(balance)
-            principal, sequence = balance.principal, 0
-        previous = bound + 1
+    batch = 0
+    for item in items:
+        if type(item) is Balance:
+            out.append(item)
+            continue
+        owner, first_sequence, lo, hi = item  # type: ignore[misc]
+        tids, days, interest, texts = columns[batch]
+        ore_s = amounts[2 * batch].replace(",", "").split(";")
+        ore_k = amounts[2 * batch + 1].replace(",", "").split(";")
+        batch += 1
+        total = sum(map(int, filter(None, ore_s))) + sum(map(int, filter(None, ore_k)))
+        out.append(TransactionBatch(owner, first_sequence, tids, days, interest, texts, ore_s, ore_k, total))
+        count += hi - lo
+        amount_sum += total
     seen.update(new)
     state.principal, state.sequence = principal, sequence
     state.transaction_count += count

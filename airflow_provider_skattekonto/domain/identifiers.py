@@ -26,12 +26,19 @@ class InvalidIdentifierError(ValueError):
     """An organisation or personal identity number that is malformed or fails its check digit."""
 
 
+_VALUE = {digit: value for value, digit in enumerate("0123456789")}
+_DOUBLED = {digit: value * 2 - 9 if value > 4 else value * 2 for digit, value in _VALUE.items()}
+
+
 def luhn_check_digit(digits: str) -> str:
     """The Luhn check digit for ``digits`` (the 9 digits before the check digit)."""
-    total = 0
-    for index, char in enumerate(digits):
-        value = int(char) * (2 if index % 2 == 0 else 1)
-        total += value - 9 if value > 9 else value
+    if digits.isascii() and digits.isdigit():
+        total = sum(map(_DOUBLED.__getitem__, digits[0::2])) + sum(map(_VALUE.__getitem__, digits[1::2]))
+    else:  # other Unicode digits, or not digits: what int() makes of them
+        total = 0
+        for index, char in enumerate(digits):
+            value = int(char) * (2 if index % 2 == 0 else 1)
+            total += value - 9 if value > 9 else value
     return str((10 - total % 10) % 10)
 
 
@@ -49,6 +56,8 @@ def is_organisation_number(ten_digits: str) -> bool:
 def _strip(value: str, what: str) -> str:
     if not isinstance(value, str):
         raise InvalidIdentifierError(f"{what} must be a string of digits, got {type(value).__name__}")
+    if value.isdigit() and value.isascii():  # the usual form: nothing to strip
+        return value
     digits = _SEPARATORS.sub("", value)
     if not digits:
         raise InvalidIdentifierError(f"{what} {value!r} is empty")
