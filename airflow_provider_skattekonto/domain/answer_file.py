@@ -764,23 +764,20 @@ _TOO_MANY_DIGITS = b"0" * 17  # more than 16 before the decimal comma (parse_amo
 
 
 def _amounts_ok(joined: str, present: int) -> bool:
-    """Whether every ';'-separated element of ``joined`` is empty or an amount as parse_amount accepts it
-    with an ASCII minus (``-?[0-9]{1,16},[0-9]{2}``); ``present`` is the number of non-empty elements.
+    """Whether every ';'-separated element of ``joined`` is empty or, but for where a minus stands,
+    an amount as parse_amount accepts it with an ASCII minus (``-?[0-9]{1,16},[0-9]{2}``); ``present``
+    is the number of non-empty elements. The caller reads each element, its comma removed, with int(),
+    which refuses a minus anywhere but at the start (and a lone minus).
 
     Counting instead of matching each element: with every digit mapped to 0, each non-empty element has
-    exactly one comma, preceded by a digit and followed by exactly two digits and the element's end, and
-    a minus only at its start, before a digit."""
+    exactly one comma, preceded by a digit and followed by exactly two digits and the element's end."""
     data = joined.encode()
     if data.translate(None, _AMOUNT_CHARS):
         return False
     data = data.translate(_DIGITS_AS_ZERO)
-    ends = data.count(b",00;") + data.endswith(b",00")
-    minus = data.count(b";-0") + data.startswith(b"-0")
     return (
         data.count(b",") == present
-        and ends == present
-        and data.count(b"0,") == present
-        and data.count(b"-") == minus
+        and data.count(b"0,00;") + data.endswith(b"0,00") == present
         and _TOO_MANY_DIGITS not in data
     )
 
@@ -967,7 +964,6 @@ def _fast(data: bytes, state: _State) -> list[Record | TransactionBatch] | None:
     present = 0
     used: set[str] = set()  # transaction dates
     interest_used: set[str] = set()
-    add = operator.add
     for item in items:
         if type(item) is Balance:
             continue
@@ -978,7 +974,9 @@ def _fast(data: bytes, state: _State) -> list[Record | TransactionBatch] | None:
             return None
         days, texts = flat[lo + 3 : hi : stride], flat[lo + 5 : hi : stride]
         amounts_s, amounts_k = flat[lo + 6 : hi : stride], flat[lo + 7 : hi : stride]
-        if "" in texts or "" in map(add, amounts_s, amounts_k):
+        empty_s = amounts_s.count("")
+        # a row without beloppSkatteverket needs beloppKronofogden
+        if "" in texts or (empty_s and not all(itertools.compress(amounts_k, map(operator.not_, amounts_s)))):
             return None
         interest = flat[lo + 4 : hi : stride]
         used.update(days)
@@ -986,7 +984,7 @@ def _fast(data: bytes, state: _State) -> list[Record | TransactionBatch] | None:
         joined_s, joined_k = ";".join(amounts_s), ";".join(amounts_k)
         amounts.append(joined_s)
         amounts.append(joined_k)
-        present += 2 * size - amounts_s.count("") - amounts_k.count("")
+        present += 2 * size - empty_s - amounts_k.count("")
         columns.append((flat[lo + 2 : hi : stride], days, interest, texts))
     if "" in used:  # an empty transaction date
         return None
@@ -1013,7 +1011,10 @@ def _fast(data: bytes, state: _State) -> list[Record | TransactionBatch] | None:
         ore_s = amounts[2 * batch].replace(",", "").split(";")
         ore_k = amounts[2 * batch + 1].replace(",", "").split(";")
         batch += 1
-        total = sum(map(int, filter(None, ore_s))) + sum(map(int, filter(None, ore_k)))
+        try:  # int() completes _amounts_ok: a minus only at the start
+            total = sum(map(int, filter(None, ore_s))) + sum(map(int, filter(None, ore_k)))
+        except ValueError:
+            return None
         out.append(TransactionBatch(owner, first_sequence, tids, days, interest, texts, ore_s, ore_k, total))
         count += hi - lo
         amount_sum += total
