@@ -20,22 +20,32 @@ No Airflow import. Two tables beside the three snapshot tables (``docs/warehouse
   When such a row changes, is booked (gets an identity) or vanishes, the feed records the old row as
   *gone* and, if it is still there in another form, the new form as *new*, both in that file.
 
-The feed is written set-based, in the load's transaction, after the snapshot rows are in place: the
-loaded keys' current identities are staged in a scratch table, present feed rows whose identity is no
-longer in the snapshot are marked gone, identities not yet present are inserted as new.
+The feed is written set-based, in the load's transaction, after the snapshot rows are in place. The rows
+of a loaded key with present feed rows (a replaced snapshot) are staged with their identities in a
+scratch table; present feed rows whose identity is no longer there are marked gone, identities not yet
+present are inserted as new. The rows of a key without present feed rows (a principal new in the file)
+are all new: they go into the feed in one statement. The occurrence number is a window function over the
+snapshot sorted by identity key, which costs a sort of every row; the loader tells which snapshots have a
+repeated identity key and the occurrence numbers there (:class:`Occurrences`, while the rows stream): the
+identities are computed without the window function and its sort.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_skattekonto.loading.names import TRANSACTION_COLUMNS, TableNames, qualified_name, table_names
+
+if TYPE_CHECKING:
+    from airflow_provider_skattekonto.domain.records import Transaction, TransactionBatch
 
 __all__ = [
     "FeedCounts",
     "FeedNames",
+    "Occurrences",
     "feed_ddl_statements",
     "feed_names",
     "identity_sql",
@@ -79,6 +89,7 @@ class FeedNames:
     feed: str
     history: str
     scratch: str  # generic dialect only: a permanent scratch table (sqlite/postgresql use a temporary one)
+    occurrences: str  # generic dialect only, likewise: the occurrence numbers other than 1
     prefix: str
     schema: str | None
 
@@ -90,6 +101,7 @@ def feed_names(prefix: str, schema: str | None = None) -> FeedNames:
         feed=qualified_name(prefix, schema, "transaction_feed"),
         history=qualified_name(prefix, schema, "balance_history"),
         scratch=qualified_name(prefix, schema, "feed_scratch"),
+        occurrences=qualified_name(prefix, schema, "feed_occurrences"),
         prefix=prefix,
         schema=schema,
     )
@@ -153,6 +165,7 @@ def feed_ddl_statements(*, dialect: str, prefix: str, schema: str | None = None)
     ]
     if dialect == "generic":
         out.append((_scratch_ddl(dialect, n.scratch), [_index(dialect, n, "feed_scratch_key", "feed_scratch", _SK)]))
+        out.append((_occurrences_ddl(dialect, n.occurrences), []))
     return out
 
 
@@ -178,6 +191,18 @@ def _scratch_ddl(dialect: str, name: str) -> str:
     reconciled_on {t["date"]} NOT NULL,
     identity {t["ident"]} NOT NULL,
 {_content_ddl(t)}
+)"""
+
+
+def _occurrences_ddl(dialect: str, name: str) -> str:
+    t = _TYPES[dialect]
+    return f"""CREATE TABLE {name} (
+    file_id {t["key"]} NOT NULL,
+    principal {t["key"]} NOT NULL,
+    reconciled_on {t["date"]} NOT NULL,
+    sequence_no {t["int"]} NOT NULL,
+    occurrence {t["int"]} NOT NULL,
+    PRIMARY KEY (file_id, principal, reconciled_on, sequence_no)
 )"""
 
 
@@ -216,6 +241,75 @@ def identity_sql(dialect: str, alias: str = "t") -> str:
     )
 
 
+def _ore(value: str) -> int | None:
+    return int(value) if value else None
+
+
+class Occurrences:
+    """The occurrence numbers of :func:`identity_sql` (``key#n``: the n-th row with that identity key in its
+    snapshot, in sequence order), found while the rows stream, for the rows where ``n`` is not 1.
+
+    Rows are compared by what the key is made of: the transaction id of a booked row, else transaction
+    date, interest date, amounts (as integers: the parser's text may carry leading zeros) and text; two
+    rows compare equal here exactly when their keys are equal. :meth:`start` at each loaded principal.
+    """
+
+    __slots__ = ("counts", "key", "repeats")
+
+    def __init__(self) -> None:
+        self.repeats: list[tuple[str, dt.date, int, int]] = []  # (principal, reconciled_on, sequence, n > 1)
+        self.counts: dict[object, int] = {}
+        self.key: tuple[str, dt.date] = ("", dt.date.min)
+
+    def start(self, principal: str, reconciled_on: dt.date) -> None:
+        """A loaded snapshot begins."""
+        self.counts = {}
+        self.key = (principal, reconciled_on)
+
+    def _add(self, first_sequence: int, keys: list[object]) -> None:
+        counts = self.counts
+        new = dict.fromkeys(keys, 1)
+        if len(new) == len(keys) and counts.keys().isdisjoint(new):  # no repeat: the common case
+            counts.update(new)
+            return
+        principal, reconciled_on = self.key
+        for sequence, key in enumerate(keys, start=first_sequence):
+            n = counts[key] = counts.get(key, 0) + 1
+            if n > 1:
+                self.repeats.append((principal, reconciled_on, sequence, n))
+
+    def add(self, tx: Transaction) -> None:
+        """One row of the current snapshot."""
+        if tx.transaction_id is not None:
+            self._add(tx.sequence, ["B" + tx.transaction_id])
+        else:  # the same values as add_batch's for the same row (a snapshot may come partly as batches)
+            interest = "" if tx.interest_date is None else tx.interest_date.isoformat()
+            sv, kf = tx.amount_skatteverket_ore, tx.amount_kronofogden_ore
+            self._add(tx.sequence, [(tx.transaction_date.isoformat(), interest, sv, kf, tx.text)])
+
+    def add_batch(self, batch: TransactionBatch) -> None:
+        """Rows of the current snapshot, as the parser's columns ('' is absent)."""
+        ids = batch.transaction_id
+        if all(ids):  # booked rows only: the common case
+            self._add(batch.first_sequence, ["B" + tid for tid in ids])
+            return
+        self._add(
+            batch.first_sequence,
+            [
+                "B" + tid if tid else (day, interest, _ore(sv), _ore(kf), text)
+                for tid, day, interest, text, sv, kf in zip(
+                    ids,
+                    batch.transaction_date,
+                    batch.interest_date,
+                    batch.text,
+                    batch.amount_skatteverket_ore,
+                    batch.amount_kronofogden_ore,
+                    strict=True,
+                )
+            ],
+        )
+
+
 # ----------------------------------------------------------------------------------------- writing
 
 
@@ -228,60 +322,137 @@ class FeedCounts:
     snapshots: int  # balance snapshots written (= principals loaded)
 
 
-def _scratch_name(dialect: str, n: FeedNames) -> str:
+def _temporary(dialect: str, n: FeedNames, suffix: str, permanent: str) -> str:
     if dialect == "sqlite":
-        return f'temp."{n.prefix}feed_scratch"'
+        return f'temp."{n.prefix}{suffix}"'
     if dialect == "postgresql":
-        return f'pg_temp."{n.prefix}feed_scratch"'
-    return n.scratch
+        return f'pg_temp."{n.prefix}{suffix}"'
+    return permanent
 
 
-def _prepare_scratch(execute: Execute, dialect: str, n: FeedNames) -> str:
-    scratch = _scratch_name(dialect, n)
+def _prepare_scratch(execute: Execute, dialect: str, n: FeedNames) -> tuple[str, str]:
+    """The scratch and occurrences tables (temporary where the dialect has them, created if missing)."""
+    scratch = _temporary(dialect, n, "feed_scratch", n.scratch)
+    occurrences = _temporary(dialect, n, "feed_occurrences", n.occurrences)
     if dialect == "sqlite":
-        execute(_scratch_ddl(dialect, scratch).replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1), ())
+        for ddl in (_scratch_ddl(dialect, scratch), _occurrences_ddl(dialect, occurrences)):
+            execute(ddl.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1), ())
         execute(f'CREATE INDEX IF NOT EXISTS temp."{n.prefix}feed_scratch_key" ON "{n.prefix}feed_scratch" ({_SK})', ())
     elif dialect == "postgresql":
-        ddl = _scratch_ddl(dialect, scratch).replace("CREATE TABLE ", "CREATE TEMPORARY TABLE IF NOT EXISTS ", 1)
-        execute(ddl + " ON COMMIT DROP", ())
-    return scratch
+        for ddl in (_scratch_ddl(dialect, scratch), _occurrences_ddl(dialect, occurrences)):
+            execute(ddl.replace("CREATE TABLE ", "CREATE TEMPORARY TABLE IF NOT EXISTS ", 1) + " ON COMMIT DROP", ())
+    return scratch, occurrences
 
 
-def _clear_scratch(execute: Execute, dialect: str, scratch: str, file_id: str) -> None:
+def _clear_scratch(execute: Execute, dialect: str, tables: tuple[str, ...], file_id: str) -> None:
     """Empty the scratch rows of ``file_id``. The SQLite and PostgreSQL scratch tables are temporary
     (private to the connection) and hold only this load's rows: emptied whole, which both databases do
     without visiting rows (SQLite's truncate optimisation, PostgreSQL's TRUNCATE)."""
-    if dialect == "sqlite":
-        execute(f"DELETE FROM {scratch}", ())
-    elif dialect == "postgresql":
-        execute(f"TRUNCATE {scratch}", ())
-    else:
-        execute(f"DELETE FROM {scratch} WHERE file_id = ?", (file_id,))
+    for table in tables:
+        if dialect == "sqlite":
+            execute(f"DELETE FROM {table}", ())
+        elif dialect == "postgresql":
+            execute(f"TRUNCATE {table}", ())
+        else:
+            execute(f"DELETE FROM {table} WHERE file_id = ?", (file_id,))
 
 
-def record_changes(execute: Execute, *, dialect: str, names: FeedNames, orderer: str, file_id: str) -> FeedCounts:
+def record_changes(
+    execute: Execute,
+    *,
+    dialect: str,
+    names: FeedNames,
+    orderer: str,
+    file_id: str,
+    occurrences: Sequence[tuple[str, dt.date, int, int]] = (),
+) -> FeedCounts:
     """Write the change feed and the balance history for the keys file ``file_id`` just loaded.
 
     Call inside the load's transaction, after the file's balance and transaction rows are stored and the
-    replaced snapshots deleted, and after the file's row is in the files table. ``execute(sql, values)``
-    runs a statement written with ``?`` placeholders.
+    replaced snapshots deleted, and after the file's row is in the files table. ``occurrences``: the
+    loaded rows ``(principal, reconciled_on, sequence_no, n)`` whose identity key is the n-th (n > 1) in
+    their snapshot (:class:`Occurrences`); every other row is the first. ``execute(sql, values)`` runs a
+    statement written with ``?`` placeholders.
     """
     n = names
     t = n.tables
-    scratch = _prepare_scratch(execute, dialect, n)
-    _clear_scratch(execute, dialect, scratch, file_id)
+    scratch, numbers = _prepare_scratch(execute, dialect, n)
+    _clear_scratch(execute, dialect, (scratch, numbers), file_id)
+    insert_number = f"INSERT INTO {numbers} (file_id, principal, reconciled_on, sequence_no, occurrence)"
+    for principal, reconciled_on, sequence, occurrence in occurrences:
+        period = reconciled_on.isoformat() if dialect == "sqlite" else reconciled_on
+        execute(f"{insert_number} VALUES (?, ?, ?, ?, ?)", (file_id, principal, period, sequence, occurrence))
+    identity = identity_key_sql(dialect) + " || '#1'"
+    if occurrences:
+        identity = (
+            f"{identity_key_sql(dialect)} || '#' || CAST(COALESCE((SELECT o.occurrence FROM {numbers} o"
+            " WHERE o.file_id = t.file_id AND o.principal = t.principal AND o.reconciled_on = t.reconciled_on"
+            " AND o.sequence_no = t.sequence_no), 1) AS VARCHAR(10))"
+        )
     content = ", ".join(_CONTENT_COLUMNS)
     t_content = ", ".join(f"t.{c}" for c in _CONTENT_COLUMNS)
-    s_content = ", ".join(f"s.{c}" for c in _CONTENT_COLUMNS)
-    # 1. the loaded keys' current identities
+    present = (
+        f"EXISTS (SELECT 1 FROM {n.feed} f WHERE f.orderer = b.orderer AND f.reconciled_on = b.reconciled_on"
+        " AND f.principal = b.principal AND f.gone_file_id IS NULL)"
+    )
+
+    def any_key(condition: str) -> bool:
+        sql = f"SELECT 1 FROM {t.balances} b WHERE b.orderer = ? AND b.file_id = ? AND {condition}"
+        return execute(sql, (orderer, file_id)).fetchone() is not None
+
+    def insert_rows(into: str, columns: str, select: str, condition: str) -> None:
+        """The rows of the loaded keys (that meet ``condition``), with their identities."""
+        execute(
+            f"INSERT INTO {into} ({columns}) SELECT {select}"
+            f" FROM {t.balances} b JOIN {t.files} fl ON fl.file_id = b.file_id"
+            f" JOIN {t.transactions} t ON t.orderer = b.orderer AND t.principal = b.principal"
+            " AND t.reconciled_on = b.reconciled_on AND t.file_id = b.file_id"
+            f" WHERE b.orderer = ? AND b.file_id = ?{condition}",
+            (orderer, file_id),
+        )
+
+    replaced, fresh = any_key(present), any_key("NOT " + present)
+    if replaced:
+        # 1. the current identities of the loaded keys with present feed rows (replaced snapshots)
+        insert_rows(
+            scratch,
+            f"file_id, principal, reconciled_on, identity, {content}",
+            f"t.file_id, t.principal, t.reconciled_on, {identity}, {t_content}",
+            f" AND {present}" if fresh else "",
+        )
+        _compare_snapshots(execute, dialect, n, scratch, orderer, file_id)  # 2. and 3.
+    if fresh:
+        # 4. the rows of the loaded keys without present feed rows (principals new in the file, or a replaced
+        # snapshot whose rows all went): all new in this file
+        insert_rows(
+            n.feed,
+            f"orderer, principal, reconciled_on, identity, first_file_id, first_delivery_morning, {content}",
+            f"t.orderer, t.principal, t.reconciled_on, {identity}, t.file_id, fl.delivery_morning, {t_content}",
+            f" AND NOT {present}" if replaced else "",
+        )
+    _clear_scratch(execute, dialect, (scratch, numbers), file_id)
+    # 5. the balance snapshots, numbered per key
     execute(
-        f"INSERT INTO {scratch} (file_id, principal, reconciled_on, identity, {content})"
-        f" SELECT t.file_id, t.principal, t.reconciled_on, {identity_sql(dialect)}, {t_content}"
-        f" FROM {t.balances} b JOIN {t.transactions} t ON t.orderer = b.orderer AND t.principal = b.principal"
-        " AND t.reconciled_on = b.reconciled_on AND t.file_id = b.file_id"
-        " WHERE b.orderer = ? AND b.file_id = ?",
+        f"INSERT INTO {n.history} (orderer, principal, reconciled_on, snapshot_no, file_id, delivery_morning,"
+        " balance_skatteverket_ore, balance_kronofogden_ore, interest_skatteverket_ore, last_updated)"
+        " SELECT b.orderer, b.principal, b.reconciled_on,"
+        f" COALESCE((SELECT MAX(h.snapshot_no) FROM {n.history} h WHERE h.orderer = b.orderer"
+        " AND h.principal = b.principal AND h.reconciled_on = b.reconciled_on), 0) + 1,"
+        " b.file_id, fl.delivery_morning, b.balance_skatteverket_ore, b.balance_kronofogden_ore,"
+        " b.interest_skatteverket_ore, b.last_updated"
+        f" FROM {t.balances} b JOIN {t.files} fl ON fl.file_id = b.file_id WHERE b.orderer = ? AND b.file_id = ?",
         (orderer, file_id),
     )
+    new = _count(execute, f"SELECT COUNT(*) FROM {n.feed} WHERE first_file_id = ?", file_id)
+    gone = _count(execute, f"SELECT COUNT(*) FROM {n.feed} WHERE gone_file_id = ?", file_id)
+    snapshots = _count(execute, f"SELECT COUNT(*) FROM {n.history} WHERE file_id = ?", file_id)
+    return FeedCounts(new=new, gone=gone, snapshots=snapshots)
+
+
+def _compare_snapshots(execute: Execute, dialect: str, n: FeedNames, scratch: str, orderer: str, file_id: str) -> None:
+    """Compare the present feed rows of the replaced snapshots with their new identities (in ``scratch``):
+    mark the rows that went as gone, insert the identities not present yet as new."""
+    t = n.tables
     if dialect == "postgresql":
         # Tables filled in this (or a recent) transaction have no statistics yet: the planner would pick
         # nested loops over them. These are set-based statements over whole snapshots: hash joins.
@@ -304,37 +475,23 @@ def record_changes(execute: Execute, *, dialect: str, names: FeedNames, orderer:
         " AND s.principal = f.principal AND s.identity = f.identity)",
         (file_id, file_id, orderer, orderer, file_id, file_id, file_id),
     )
-    # 3. identities not present yet: new in this file
+    # 3. identities of the replaced snapshots not present yet: new in this file
+    content = ", ".join(_CONTENT_COLUMNS)
+    s_content = ", ".join(f"s.{c}" for c in _CONTENT_COLUMNS)
     execute(
         f"INSERT INTO {n.feed} (orderer, principal, reconciled_on, identity, first_file_id,"
         f" first_delivery_morning, {content})"
-        f" SELECT fl.orderer, s.principal, s.reconciled_on, s.identity, fl.file_id, fl.delivery_morning, {s_content}"
+        " SELECT fl.orderer, s.principal, s.reconciled_on, s.identity, fl.file_id, fl.delivery_morning,"
+        f" {s_content}"
         f" FROM {scratch} s JOIN {t.files} fl ON fl.file_id = s.file_id"
         " WHERE s.file_id = ? AND NOT EXISTS ("
         f"SELECT 1 FROM {n.feed} f WHERE f.orderer = fl.orderer AND f.reconciled_on = s.reconciled_on"
         " AND f.principal = s.principal AND f.identity = s.identity AND f.gone_file_id IS NULL)",
         (file_id,),
     )
-    _clear_scratch(execute, dialect, scratch, file_id)
     if dialect == "postgresql":
         execute("SET LOCAL enable_nestloop = on", ())
         execute("SET LOCAL jit = DEFAULT", ())
-    # 4. the balance snapshots, numbered per key
-    execute(
-        f"INSERT INTO {n.history} (orderer, principal, reconciled_on, snapshot_no, file_id, delivery_morning,"
-        " balance_skatteverket_ore, balance_kronofogden_ore, interest_skatteverket_ore, last_updated)"
-        " SELECT b.orderer, b.principal, b.reconciled_on,"
-        f" COALESCE((SELECT MAX(h.snapshot_no) FROM {n.history} h WHERE h.orderer = b.orderer"
-        " AND h.principal = b.principal AND h.reconciled_on = b.reconciled_on), 0) + 1,"
-        " b.file_id, fl.delivery_morning, b.balance_skatteverket_ore, b.balance_kronofogden_ore,"
-        " b.interest_skatteverket_ore, b.last_updated"
-        f" FROM {t.balances} b JOIN {t.files} fl ON fl.file_id = b.file_id WHERE b.orderer = ? AND b.file_id = ?",
-        (orderer, file_id),
-    )
-    new = _count(execute, f"SELECT COUNT(*) FROM {n.feed} WHERE first_file_id = ?", file_id)
-    gone = _count(execute, f"SELECT COUNT(*) FROM {n.feed} WHERE gone_file_id = ?", file_id)
-    snapshots = _count(execute, f"SELECT COUNT(*) FROM {n.history} WHERE file_id = ?", file_id)
-    return FeedCounts(new=new, gone=gone, snapshots=snapshots)
 
 
 def _count(execute: Execute, sql: str, value: Any) -> int:

@@ -35,7 +35,7 @@ import logging
 import re
 import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO
 
 from airflow_provider_skattekonto.checksums import sha256_of
@@ -48,7 +48,7 @@ from airflow_provider_skattekonto.domain.records import (
     Transaction,
     TransactionBatch,
 )
-from airflow_provider_skattekonto.loading.change_feed import feed_names, record_changes
+from airflow_provider_skattekonto.loading.change_feed import Occurrences, feed_names, record_changes
 from airflow_provider_skattekonto.loading.dbapi import _driver_module, _idle, _Params, _paramstyle, _transaction
 from airflow_provider_skattekonto.loading.executemany_sink import _ExecutemanySink
 from airflow_provider_skattekonto.loading.names import (
@@ -233,6 +233,7 @@ class _Counts:
     replaced: int = 0
     skipped: int = 0
     balance_sum_loaded: int = 0
+    occurrences: list[tuple[str, dt.date, int, int]] = field(default_factory=list)  # see change_feed.Occurrences
 
 
 def _stream(
@@ -249,6 +250,8 @@ def _stream(
     transactions = amount_sum = 0
     add = sink.add
     add_batch = sink.add_batch
+    repeats = Occurrences()
+    c.occurrences = repeats.repeats
     trailer: FileTrailer | None = None
     index = 1
     for rec in it:
@@ -260,6 +263,7 @@ def _stream(
             amount_sum += rec.amount_sum_ore
             if loading:
                 add_batch(rec)
+                repeats.add_batch(rec)
             index += len(rec) - 1  # records are counted as rows
         elif isinstance(rec, Transaction):
             if rec.principal != principal or trailer is not None:
@@ -273,6 +277,7 @@ def _stream(
                 amount_sum += amount
             if loading:
                 add(rec)
+                repeats.add(rec)
         elif isinstance(rec, Balance):
             if trailer is not None:
                 break
@@ -299,6 +304,7 @@ def _stream(
                     c.replaced += 1
                     sink.replaced.append(key)
                 sink.start_principal(rec)
+                repeats.start(principal, rec.reconciled_on)
             else:
                 c.skipped += 1
         elif isinstance(rec, FileTrailer) and trailer is None:
@@ -419,7 +425,12 @@ def load_answer_file(
             sink.abort()
             raise
         feed = record_changes(
-            db.execute, dialect=dialect, names=feed_names(prefix, schema), orderer=orderer, file_id=header.file_id
+            db.execute,
+            dialect=dialect,
+            names=feed_names(prefix, schema),
+            orderer=orderer,
+            file_id=header.file_id,
+            occurrences=c.occurrences,
         )
         db.execute(
             f"UPDATE {names.files} SET principal_count = ?, transaction_count = ?, amount_sum_ore = ?,"

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import io
 from typing import Any
 
 import pytest
 
 from airflow_provider_skattekonto.domain.records import FileTrailer
-from airflow_provider_skattekonto.loading import SnapshotLoadError
+from airflow_provider_skattekonto.loading import SnapshotLoadError, load_answer_stream
+from airflow_provider_skattekonto.loading.change_feed import Occurrences
 from airflow_provider_skattekonto.loading.names import qualified_name
 
-from .builders import ORDERER, Block, at, fake_sha, header, org_principal, records
+from .builders import ORDERER, Block, at, fake_sha, file_bytes, header, org_principal, random_blocks, records
 from .conftest import Warehouse
 
 FEB = dt.date(2026, 2, 28)
@@ -186,3 +189,68 @@ def test_kronofogden_debts_view(warehouse: Warehouse) -> None:
     warehouse.load(stream(), sha256=fake_sha("F1"))
     debts = view(warehouse, "kronofogden_debts")
     assert [(r[0], r[1], r[3]) for r in debts] == [(ORDERER, P1, -12345)]
+
+
+def _load_via(wh: Warehouse, through: str, file_id: str, created: dt.datetime, blocks: list[Block]) -> Any:
+    if through == "records":
+        return load(wh, file_id, created, *blocks)
+    content = file_bytes(header(file_id, created), blocks)
+    return load_answer_stream(
+        wh.open(),
+        io.BytesIO(content),
+        dialect=wh.dialect,
+        file_name=f"{file_id}.txt",
+        sha256=hashlib.sha256(content).hexdigest(),
+        prefix=wh.prefix,
+        schema=wh.schema,
+    )
+
+
+@pytest.mark.parametrize("through", ["records", "file"])
+def test_streamed_identities_are_those_of_identity_sql(warehouse: Warehouse, through: str) -> None:
+    """The identities the loader computes while the rows stream (into the feed for new principals, into the
+    scratch for replaced snapshots) are the ones ``identity_sql`` computes from the stored rows: every stored
+    transaction finds its present feed row, on the parser's batch path and the records path alike."""
+    first = random_blocks(10, 30, seed=11, reconciled_on=FEB)
+    for block in first[:4]:  # exact repeats, booked and unbooked, across the block
+        block.transactions += block.transactions[:6]
+    second = random_blocks(3, 20, seed=12, reconciled_on=FEB, start=10)  # principals new in the second file
+    for block in first[:6]:  # replaced snapshots: some rows vanish, some come, repeats shift
+        changed = Block(block.principal, block.reconciled_on, block.balance_ore)
+        changed.transactions = block.transactions[3:] + block.transactions[:2] + [(day(9), "Ny rad", 7, None, None)]
+        second.append(changed)
+    feed = qualified_name(warehouse.prefix, warehouse.schema, "transaction_feed")
+    first_seen = qualified_name(warehouse.prefix, warehouse.schema, "transactions_first_seen")
+    for file_id, created, blocks, stored in (("F1", at(2), first, first), ("F2", at(3), second, first[6:] + second)):
+        result = _load_via(warehouse, through, file_id, created, blocks)
+        rows = warehouse.query(f"SELECT identity, first_file_id FROM {first_seen}")
+        assert len(rows) == sum(len(b.transactions) for b in stored)
+        assert [identity for identity, first_file in rows if first_file is None] == []
+        [(present,)] = warehouse.query(f"SELECT COUNT(*) FROM {feed} WHERE gone_file_id IS NULL")
+        assert present == len(rows)
+        assert result.transactions_new > 0
+    assert result.transactions_gone > 0
+
+
+def test_occurrences_compare_rows_as_the_identity_key_does() -> None:
+    """A row's occurrence is the count of earlier rows of its snapshot with an equal identity key, whichever way
+    the parser handed them: öre text may carry leading zeros, and a snapshot may come partly as batches,
+    partly as records. Only occurrences other than 1 are kept."""
+    from airflow_provider_skattekonto.domain.records import Transaction, TransactionBatch
+
+    def batch(ids: list[str], sv: list[str], first: int = 1) -> TransactionBatch:
+        n = len(ids)
+        return TransactionBatch(P1, first, ids, ["2026-03-01"] * n, [""] * n, ["Moms"] * n, sv, [""] * n, 0)
+
+    found = Occurrences()
+    found.start(P1, FEB)
+    found.add_batch(batch(["", "7"], ["-000120", "5"]))
+    found.add_batch(batch(["", "8"], ["-121", "5"], first=3))  # another amount, another id: no repeat
+    assert found.repeats == []
+    found.add(Transaction(P1, 5, None, dt.date(2026, 3, 1), None, "Moms", -120, None))  # row 1 again
+    found.add_batch(batch(["", "7"], ["-120", "1"], first=6))  # row 1 a third time, id 7 again
+    found.start(P2, FEB)
+    found.add_batch(batch(["9", "9"], ["1", "2"]))  # a booked id twice
+    found.start(P3, FEB)
+    found.add(Transaction(P3, 1, "9", dt.date(2026, 3, 1), None, "Moms", 1, None))  # another snapshot
+    assert found.repeats == [(P1, FEB, 5, 2), (P1, FEB, 6, 3), (P1, FEB, 7, 2), (P2, FEB, 2, 2)]
