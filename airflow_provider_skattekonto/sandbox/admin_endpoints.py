@@ -63,6 +63,8 @@ def admin_answer(sandbox: Sandbox, method: str, path: str, params: dict[str, str
                 sandbox.clock.set(now=now, speed=speed)
             if body.get("advance_seconds"):
                 sandbox.clock.advance(float(body["advance_seconds"]))
+        else:
+            sandbox.count_clock_read()
         return 200, sandbox.clock.to_json()
     if resource == "faults":
         allowed("GET", "POST", "DELETE")

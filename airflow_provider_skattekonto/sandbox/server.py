@@ -118,6 +118,7 @@ class Sandbox:
         self._unexpected_headers: Counter[str] = Counter()
         self._seen_correlation_ids: set[str] = set()
         self._reused_correlation_ids = 0
+        self._clock_reads = 0
         self._ca_cert = x509.load_pem_x509_certificate(pki.ca_cert_path.read_bytes())
         for identity in pki.identities.values():
             self.register_identity(identity)
@@ -386,6 +387,11 @@ class Sandbox:
         with self._stats_lock:
             self._requests[route][str(status)] += 1
 
+    def count_clock_read(self) -> None:
+        """A ``GET /_sandbox/clock`` answered (an admin call, so not in the service's request counts)."""
+        with self._stats_lock:
+            self._clock_reads += 1
+
     def _count_bytes(self, sent: int) -> None:
         with self._stats_lock:
             self._bytes_served += sent
@@ -403,6 +409,7 @@ class Sandbox:
             bytes_served = self._bytes_served
             unexpected = dict(self._unexpected_headers)
             reused = self._reused_correlation_ids
+            clock_reads = self._clock_reads
         tokens = self.registry.token_stats()
         server = self._server
         return {
@@ -415,6 +422,7 @@ class Sandbox:
             "faults_applied": self.faults.applied_counts(),
             "unexpected_headers": unexpected,
             "reused_client_correlation_ids": reused,
+            "clock_reads": clock_reads,
             "connections_open": server.connections_open if server else 0,
             "connections_total": server.connections_total if server else 0,
         }
@@ -436,6 +444,7 @@ class Sandbox:
             self._unexpected_headers.clear()
             self._seen_correlation_ids.clear()
             self._reused_correlation_ids = 0
+            self._clock_reads = 0
             self._planted.clear()
         self.clock.reset(now=now, speed=speed)
 

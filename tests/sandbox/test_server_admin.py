@@ -56,8 +56,10 @@ def test_reset_clock_follows_real_time() -> None:
 
 
 def test_clock_admin_endpoint(sandbox: Sandbox) -> None:
+    assert sandbox.stats()["clock_reads"] == 0
     body = admin(sandbox, "GET", "/clock").json()
     assert set(body) == {"now", "speed"}
+    assert sandbox.stats()["clock_reads"] == 1  # reads are counted (the clock's users), settings are not
     assert dt.datetime.fromisoformat(body["now"]).utcoffset() is not None
     assert body["speed"] == 1.0
     body = admin(sandbox, "POST", "/clock", json={"now": "2026-03-13T06:00:00+01:00", "speed": 0}).json()
@@ -69,6 +71,7 @@ def test_clock_admin_endpoint(sandbox: Sandbox) -> None:
     # UTC input is answered in Stockholm time.
     body = admin(sandbox, "POST", "/clock", json={"now": "2026-06-01T10:00:00+00:00"}).json()
     assert body["now"] == "2026-06-01T12:00:00+02:00"
+    assert sandbox.stats()["clock_reads"] == 1
 
 
 # -- orders, stats, config, reset ---------------------------------------------------------------
