@@ -56,6 +56,9 @@ class RequestSpec:
     json_body: Any = None
     form: Mapping[str, str] | None = field(default=None, repr=False)
     correlation_id: str | None = None
+    #: An idempotent, unauthenticated GET whose answer the async runner gives to every identical request
+    #: on the same shared client while it is in flight and for this many seconds after (single-flight).
+    share_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class Reply:
     status: int
     headers: Mapping[str, str]
     text: str = field(repr=False)
+    #: ``time.monotonic()`` when the answer arrived (a shared answer may be older than the request)
+    received_at: float = field(default_factory=time.monotonic)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

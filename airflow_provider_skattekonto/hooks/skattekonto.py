@@ -11,10 +11,10 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -59,6 +59,14 @@ log = logging.getLogger(__name__)
 
 BESTALL_PATH = "/beskattning/skattekonto/huvudmans-saldo-och-transaktioner/v1/bestall"
 SANDBOX_CLOCK_PATH = "/_sandbox/clock"
+# The sandbox's clock may jump or change speed at any time: a waiter re-reads it at least this often (real s),
+SANDBOX_CLOCK_STEP = 1.0
+# and the async waits of a process on one connection share one reading of it for at most this long (real s):
+# one request in flight, the others await its answer (a triggerer starting 1000 waits makes one request).
+SANDBOX_CLOCK_SHARE = 0.5
+# The async hooks of a process share one lookup of a connection while it is in flight and this long after
+# (real s): a triggerer starting 1000 waits of one connection looks it up, parses and masks it once.
+CONNECTION_SHARE = 1.0
 USER_AGENT = f"airflow-provider-skattekonto/{__version__}"
 EXPIRY_WARNING_DAYS = 30
 
@@ -73,7 +81,7 @@ class ClockReading:
 
     def longest_sleep(self, max_step_seconds: float) -> float:
         """How long a waiter may sleep before reading the clock again (short on a controllable clock)."""
-        return min(max_step_seconds, 1.0) if self.controllable else max_step_seconds
+        return min(max_step_seconds, SANDBOX_CLOCK_STEP) if self.controllable else max_step_seconds
 
     def real_seconds_until(self, moment: dt.datetime) -> float:
         """Real seconds until ``moment`` on this clock (negative when past)."""
@@ -180,16 +188,29 @@ class SkattekontoHook(BaseHook):
         return self._config
 
     async def aconfig(self) -> SkattekontoConnectionConfig:
-        """:attr:`config` for async code (triggers): never calls the sync connection API."""
-        if self._config is None:
-            from airflow_provider_skattekonto.version_compat import aget_connection_and_extra, amask_secret
+        """:attr:`config` for async code (triggers): never calls the sync connection API.
 
-            conn, extra = await aget_connection_and_extra(self, self.skattekonto_conn_id)
-            config = self._parse(conn, extra)
-            for secret in config.secrets():
-                await amask_secret(secret)
+        The hooks of an event loop with the same connection id and overrides share one lookup while it is
+        in flight and for :data:`CONNECTION_SHARE` seconds after.
+        """
+        if self._config is None:
+            key = (self.skattekonto_conn_id, tuple(sorted(self._overrides.items())))
+            lookups = _CONNECTION_LOOKUPS.setdefault(asyncio.get_running_loop(), _SharedAnswers())
+            config, _ = await lookups.get(
+                key, self._alookup, lambda answer: time.monotonic() - answer[1] <= CONNECTION_SHARE
+            )
             self._config = config
         return self._config
+
+    async def _alookup(self) -> tuple[SkattekontoConnectionConfig, float]:
+        """The connection, parsed and its secrets masked; and when (monotonic)."""
+        from airflow_provider_skattekonto.version_compat import aget_connection_and_extra, amask_secret
+
+        conn, extra = await aget_connection_and_extra(self, self.skattekonto_conn_id)
+        config = self._parse(conn, extra)
+        for secret in config.secrets():
+            await amask_secret(secret)
+        return config, time.monotonic()
 
     @property
     def calendar(self) -> ServiceCalendar:
@@ -295,12 +316,14 @@ class SkattekontoHook(BaseHook):
         if self._async_client is None:
             config = await self.aconfig()
             key = self._tls_key(config)
-            if key in _TLS_CONTEXTS:  # the certificate is loaded: nothing that blocks
-                settings = self._client_settings(config)
-            else:
-                settings = await asyncio.to_thread(self._client_settings, config)
             clients = _ASYNC_CLIENTS.setdefault(asyncio.get_running_loop(), {})
             shared = clients.get(key)
+            if shared is None:
+                if key in _TLS_CONTEXTS:  # the certificate is loaded: nothing that blocks
+                    settings = self._client_settings(config)
+                else:
+                    settings = await asyncio.to_thread(self._client_settings, config)
+                shared = clients.get(key)  # another hook may have created it meanwhile
             if shared is None:
                 # Waiting for a pooled connection is normal when many waits poll at once: no pool timeout
                 # (connect, read and write keep the connection's timeout).
@@ -355,9 +378,9 @@ class SkattekontoHook(BaseHook):
         """Drive ``plan`` asynchronously (triggers) and return its result."""
         from airflow_provider_skattekonto.version_compat import amask_secret
 
-        client = await self.aget_conn()
-        assert self._shared is not None
-        gate = self._shared.gate
+        await self.aget_conn()
+        shared = self._shared
+        assert shared is not None
         outcome: _Outcome = (None, None)
         while True:
             done, action = _step(plan, outcome)
@@ -366,8 +389,7 @@ class SkattekontoHook(BaseHook):
             outcome = (None, None)
             try:
                 if isinstance(action, Send):
-                    async with gate:
-                        outcome = (_read(await client.send(_build(client, action.request))), None)
+                    outcome = (await shared.send(action.request), None)
                 elif isinstance(action, Sleep):
                     await asyncio.sleep(action.seconds)
                 elif isinstance(action, Mask):
@@ -560,12 +582,20 @@ class SkattekontoHook(BaseHook):
             return ClockReading(now=dt.datetime.now(STOCKHOLM))
 
         def build(_: object) -> RequestSpec:
-            return RequestSpec("GET", config.base_url + SANDBOX_CLOCK_PATH, headers={"Accept": "application/json"})
+            return RequestSpec(
+                "GET",
+                config.base_url + SANDBOX_CLOCK_PATH,
+                headers={"Accept": "application/json"},
+                share_seconds=SANDBOX_CLOCK_SHARE,
+            )
 
         reply = yield from self._exchange_plan(config, build, authenticated=False, quiet=True)
         body = reply.json()
-        now = dt.datetime.fromisoformat(body["now"]).astimezone(STOCKHOLM)
-        return ClockReading(now=now, speed=float(body.get("speed", 1.0)) or 1.0, controllable=True)
+        speed = float(body.get("speed", 1.0))
+        # a shared answer may be a little older than this request: advance it by its age on that clock
+        age = max(0.0, time.monotonic() - reply.received_at) * max(0.0, speed)
+        now = (dt.datetime.fromisoformat(body["now"]) + dt.timedelta(seconds=age)).astimezone(STOCKHOLM)
+        return ClockReading(now=now, speed=speed or 1.0, controllable=True)
 
     def _wait_plan(
         self,
@@ -764,8 +794,58 @@ class _SharedClient:
     # Requests in flight at most (= pooled connections): the others wait here, in order, because
     # httpcore's pool does work proportional to its queue on every change of it.
     gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(_SHARED_CONNECTIONS))
+    # The answers of shareable requests (RequestSpec.share_seconds) by (method, URL): in flight, or recent.
+    answers: _SharedAnswers[Reply] = field(default_factory=lambda: _SharedAnswers())
+
+    async def send(self, request: RequestSpec) -> Reply:
+        """Send ``request`` through the gate. A shareable one is sent only when no identical request is in
+        flight and the last answer (2xx) is older than its ``share_seconds``; else that answer is returned."""
+        if request.share_seconds <= 0:
+            return await self._send(request)
+
+        def fresh(reply: Reply) -> bool:
+            return 200 <= reply.status < 300 and time.monotonic() - reply.received_at <= request.share_seconds
+
+        return await self.answers.get((request.method, request.url), lambda: self._send(request), fresh)
+
+    async def _send(self, request: RequestSpec) -> Reply:
+        async with self.gate:
+            return _read(await self.client.send(_build(self.client, request)))
 
 
+_T = TypeVar("_T")
+
+
+class _SharedAnswers(Generic[_T]):
+    """Single-flight, with reuse: one computation per key at a time, whose result every caller gets while
+    it runs and, as long as ``fresh(result)``, after it; a failure is given only to the callers it had."""
+
+    def __init__(self) -> None:
+        self._futures: dict[Hashable, asyncio.Future[_T]] = {}
+
+    async def get(self, key: Hashable, make: Callable[[], Awaitable[_T]], fresh: Callable[[_T], bool]) -> _T:
+        future = self._futures.get(key)
+        if future is None or (future.done() and not _reusable(future, fresh)):
+            future = self._futures[key] = asyncio.ensure_future(make())
+            future.add_done_callback(_retrieved)
+        # shielded: a caller cancelled (its trigger removed) does not cancel what the others await
+        return await asyncio.shield(future)
+
+
+def _reusable(future: asyncio.Future[_T], fresh: Callable[[_T], bool]) -> bool:
+    return not future.cancelled() and future.exception() is None and fresh(future.result())
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a shared failure as seen (its callers may all be gone): no 'exception never retrieved' warning."""
+    if not future.cancelled():
+        future.exception()
+
+
+# The shared connection lookups (SkattekontoHook.aconfig), per event loop.
+_CONNECTION_LOOKUPS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, _SharedAnswers[tuple[SkattekontoConnectionConfig, float]]
+] = weakref.WeakKeyDictionary()
 # The shared async clients, per event loop (a client's connections belong to its loop).
 _ASYNC_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], _SharedClient]] = (
     weakref.WeakKeyDictionary()

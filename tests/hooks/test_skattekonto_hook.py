@@ -16,7 +16,7 @@ from airflow_provider_skattekonto.exceptions import (
     SkattekontoApiError,
     TokenError,
 )
-from airflow_provider_skattekonto.hooks.skattekonto import BESTALL_PATH, SkattekontoHook
+from airflow_provider_skattekonto.hooks.skattekonto import BESTALL_PATH, SANDBOX_CLOCK_SHARE, SkattekontoHook
 
 MONDAY_NOON = dt.datetime(2026, 11, 30, 12, 0, tzinfo=STOCKHOLM)
 
@@ -244,6 +244,62 @@ async def test_async_runner_shares_the_plans(sandbox: Any, use_connection: Any) 
         await hook.aclose()
     assert result.status == 202
     assert bestall_requests(sandbox) == 2
+
+
+FROZEN = dt.datetime(2026, 11, 30, 6, 0, tzinfo=STOCKHOLM)
+
+
+async def _ready_hooks(count: int) -> list[SkattekontoHook]:
+    """``count`` hooks of one connection, each with its configuration and the shared client (nothing left to
+    await before their first request)."""
+    hooks = [SkattekontoHook() for _ in range(count)]
+    for hook in hooks:
+        await hook.aget_conn()
+    return hooks
+
+
+@pytest.mark.sandbox_clock(FROZEN.isoformat(), speed=0)
+async def test_async_reads_of_the_sandbox_clock_on_one_connection_share_one_request(
+    sandbox: Any, use_connection: Any
+) -> None:
+    """Concurrent waits of a process on one connection make one clock request and share its answer; a reading
+    is shared for SANDBOX_CLOCK_SHARE at most, so a jump of the clock is seen after that."""
+    use_connection()
+    hooks = await _ready_hooks(20)
+    try:
+        before = sandbox.stats()["clock_reads"]
+        readings = await asyncio.gather(*(hook.aservice_clock() for hook in hooks))
+        assert sandbox.stats()["clock_reads"] - before == 1
+        assert {reading.now for reading in readings} == {FROZEN}
+        sandbox.clock.set(now=FROZEN + dt.timedelta(hours=1))
+        assert (await hooks[0].aservice_clock()).now == FROZEN  # the shared reading, still fresh
+        await asyncio.sleep(SANDBOX_CLOCK_SHARE + 0.1)
+        assert (await hooks[1].aservice_clock()).now == FROZEN + dt.timedelta(hours=1)
+        assert sandbox.stats()["clock_reads"] - before == 2
+    finally:
+        for hook in hooks:
+            await hook.aclose()
+    SkattekontoHook().service_clock()  # the sync runner (a worker's own hook) reads the clock itself
+    assert sandbox.stats()["clock_reads"] - before == 3
+
+
+@pytest.mark.sandbox_clock(FROZEN.isoformat(), speed=0)
+async def test_a_cancelled_waiter_leaves_the_shared_clock_read_to_the_others(sandbox: Any, use_connection: Any) -> None:
+    use_connection()
+    hooks = await _ready_hooks(3)
+    try:
+        before = sandbox.stats()["clock_reads"]
+        first = asyncio.ensure_future(hooks[0].aservice_clock())  # sends the request
+        others = [asyncio.ensure_future(hook.aservice_clock()) for hook in hooks[1:]]  # await its answer
+        await asyncio.sleep(0)
+        first.cancel()  # its trigger is removed while the request is in flight
+        assert [reading.now for reading in await asyncio.gather(*others)] == [FROZEN, FROZEN]
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert sandbox.stats()["clock_reads"] - before == 1
+    finally:
+        for hook in hooks:
+            await hook.aclose()
 
 
 def test_bestall_path_is_the_specs() -> None:
