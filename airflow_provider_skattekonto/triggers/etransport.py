@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import random
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_skattekonto.domain.remote_files import DEFAULT_FILE_PATTERN
+
+if TYPE_CHECKING:
+    from airflow_provider_skattekonto.hooks._connection import SkattekontoConnectionConfig
 
 MIN_POLL = 0.05  # seconds of service time between listings, at least
 MAX_FIRST_POLL_JITTER = 30.0
@@ -36,7 +40,8 @@ class ETransportFileTrigger(BaseTrigger):
     A wait that sleeps until 07:00 makes its first listing a random 0 to
     ``min(poll_interval / 4, 30 s)`` later (:func:`first_poll_jitter`), so that a triggerer holding many
     waits does not list them all in the same instant; a wait started after 07:00 lists at once. All
-    waits of a process on one connection share one HTTP client (pooled TLS connections).
+    waits of a process on one connection share one HTTP client (pooled TLS connections) and, on the
+    sandbox's clock, its readings (one request in flight, see ``SANDBOX_CLOCK_SHARE``).
 
     ``delivery_morning`` may be a template string (``start_from_trigger``): it is parsed in :meth:`run`.
     """
@@ -82,27 +87,35 @@ class ETransportFileTrigger(BaseTrigger):
             },
         )
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
+    def _window(self, config: SkattekontoConnectionConfig) -> tuple[dt.datetime, dt.datetime]:
+        """The wait's delivery morning and deadline on the service calendar, logged."""
         from airflow_provider_skattekonto.domain.calendar import parse_moment
+        from airflow_provider_skattekonto.hooks.skattekonto import endpoints_for_log
+
+        morning, deadline, note = config.calendar.file_wait_window(
+            parse_moment(self.delivery_morning), dt.time.fromisoformat(self.deadline_time)
+        )
+        if note:
+            self.log.info("%s", note)
+        self.log.info(
+            "Waiting for the answer file of %s: no polling before then; deadline %s (%s)",
+            morning.isoformat(),
+            deadline.isoformat(),
+            endpoints_for_log(config),
+        )
+        return morning, deadline
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_skattekonto.exceptions import SkattekontoError
         from airflow_provider_skattekonto.hooks.etransport import ETransportHook
-        from airflow_provider_skattekonto.hooks.skattekonto import endpoints_for_log
 
         hook = ETransportHook(self.skattekonto_conn_id, file_pattern=self.file_pattern)
         try:
             config = await hook.aconfig()
-            morning, deadline, note = config.calendar.file_wait_window(
-                parse_moment(self.delivery_morning), dt.time.fromisoformat(self.deadline_time)
-            )
+            # In a worker thread: the first wait of a process loads the holiday calendar (~0.4 s), and many waits
+            # starting at once would each format and write their log line in the same turn of the loop.
+            morning, deadline = await asyncio.to_thread(self._window, config)
             base = {"delivery_morning": morning.isoformat(), "deadline": deadline.isoformat()}
-            if note:
-                self.log.info("%s", note)
-            self.log.info(
-                "Waiting for the answer file of %s: no polling before then; deadline %s (%s)",
-                morning.isoformat(),
-                deadline.isoformat(),
-                endpoints_for_log(config),
-            )
             await hook.await_until(
                 morning, max_step_seconds=self.max_step_seconds, jitter_seconds=first_poll_jitter(self.poll_interval)
             )

@@ -172,6 +172,27 @@ def test_trigger_serializes_and_resumes_after_a_restart(sandbox: Any, use_connec
     assert event.payload["files"][0]["name"].startswith("SKAHMST_")
 
 
+def test_concurrent_triggers_on_one_connection_read_the_sandbox_clock_once(sandbox: Any, use_connection: Any) -> None:
+    """A triggerer starting many waits on one connection reads the sandbox clock once (single-flight), not
+    once per wait; every wait still lists and ends 'found'."""
+    sandbox.clock.set(now=dt.datetime(2026, 11, 30, 2, 0, tzinfo=STOCKHOLM), speed=1.0)
+    use_connection()
+    SkattekontoHook().bestall()
+    sandbox.clock.set(now=dt.datetime(2026, 11, 30, 7, 3, tzinfo=STOCKHOLM), speed=0)  # the file is there
+    before = sandbox.stats()
+    waits = 30
+
+    async def triggerer() -> list[Any]:
+        triggers = [ETransportFileTrigger(delivery_morning="2026-11-30T07:00:00+01:00") for _ in range(waits)]
+        return await asyncio.gather(*(trigger.run().__anext__() for trigger in triggers))
+
+    events = asyncio.run(triggerer())
+    assert [event.payload["status"] for event in events] == ["found"] * waits
+    after = sandbox.stats()
+    assert after["clock_reads"] - before["clock_reads"] == 1
+    assert sum(after["requests"]["etransport_list"].values()) == waits
+
+
 def test_start_from_trigger_needs_no_worker_until_the_file_is_there(
     sandbox: Any, use_connection: Any, run_dag_file: Any, tmp_path: Path
 ) -> None:
