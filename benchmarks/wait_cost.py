@@ -22,7 +22,9 @@ heartbeat task measures the loop's lag (max lateness) in each phase; RSS gives m
 Baseline: the same waits written as raw ``httpx.AsyncClient`` loops (same requests, same schedule,
 one client each, one shared SSL context), in the same process layout. The triggers sleep in production
 steps (``--clock-steps production``, see ``_production_clock_steps``); ``--clock-steps sandbox`` keeps
-the 1 s cap the hook applies on the sandbox's clock.
+the 1 s cap the hook applies on the sandbox's clock. The waits start one per loop turn, as Airflow's
+triggerer creates triggers (``--start gather``: all in one turn); startup ends when every wait has its
+first clock reading (the triggers of one connection share clock requests).
 Usage: ``python benchmarks/wait_cost.py [--hours 8] [--concurrent 1000] ...`` (``--help``).
 """
 
