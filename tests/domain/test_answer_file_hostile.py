@@ -1,4 +1,5 @@
-"""Hostile answer files on disk: control characters in fields and lines without a sane length.
+"""Hostile answer files on disk: control characters in fields, lines without a sane length, and
+transactions outside a principal's block.
 
 Every case is a real file in ``tmp_path``, read in binary mode as the loader reads it, through both entry
 points (``parse_answer_file``: records; ``parse_answer_batches``: what the loader uses, whose fast path
@@ -128,6 +129,56 @@ def test_a_crlf_line_end_and_a_file_cut_after_its_cr_are_not_control_characters(
     path.write_bytes(lines()[:-1])  # ends in "\r" after the trailer
     for parser in PARSERS:
         assert isinstance(_parse_path(parser, path)[-1], FileTrailer)
+
+
+# -- transactions outside a block ------------------------------------------------------------------------
+BEFORE_ANY_S = "a transaction before any balance record (each block starts with its principal's S record)"
+EMPTY_PRINCIPAL_T = T2.replace(COMPANY, "")
+
+
+def _records_and_error(parser: str, path: Path) -> tuple[list[Any], AnswerFileError | None]:
+    """What a parser yields before it raises, and the error (``None``: the file was accepted)."""
+    records: list[Any] = []
+    with path.open("rb") as stream:
+        try:
+            for record in PARSERS[parser](stream, source_name=path.name):
+                records.append(record)
+        except AnswerFileError as exc:
+            return records, exc
+    return records, None
+
+
+@pytest.mark.parametrize("deep", [False, True], ids=["small-file", "large-file"])
+@pytest.mark.parametrize("parser", sorted(PARSERS))
+@pytest.mark.parametrize("principal", ["", COMPANY], ids=["empty-principal", "a-principal"])
+def test_a_transaction_before_any_balance_record_is_refused(
+    tmp_path: Path, parser: str, deep: bool, principal: str
+) -> None:
+    row = T2.replace(COMPANY, principal)
+    # Trailer counts that match the rows, so only the record order is wrong.
+    body = [GOOD[0], row, *((GOOD[1], *_filler()) if deep else ())]
+    count = 1 + FILLER_ROWS * deep
+    trailer = f"E;{int(deep)};{count};{count * 50 // 100},{count * 50 % 100:02d}"  # T2 is 0,50
+    path = tmp_path / NAME
+    path.write_bytes(("\r\n".join([*body, trailer]) + "\r\n").encode())
+    records, error = _records_and_error(parser, path)
+    assert error is not None, f"accepted: {records[1:3]}"
+    assert (error.source_name, error.line_number, error.field, error.value) == (NAME, 2, "huvudmanId", principal)
+    assert str(error).startswith(f"{NAME} line 2, field huvudmanId={principal!r}: {BEFORE_ANY_S}. "), str(error)
+    assert records == [HEADER]
+
+
+@pytest.mark.parametrize("deep", [False, True], ids=["near-the-start", "deep-in-the-file"])
+@pytest.mark.parametrize("parser", sorted(PARSERS))
+def test_a_transaction_with_an_empty_principal_inside_a_block_is_refused(
+    tmp_path: Path, parser: str, deep: bool
+) -> None:
+    path, first = _file(tmp_path, [T1, EMPTY_PRINCIPAL_T, T2], deep=deep)
+    records, error = _records_and_error(parser, path)
+    assert error is not None, "accepted"
+    assert (error.line_number, error.field, error.value) == (first + 1, "huvudmanId", "")
+    assert str(error).startswith(f"{NAME} line {first + 1}, field huvudmanId='': principal id must be 12 digits")
+    assert all(getattr(record, "principal", COMPANY) == COMPANY for record in records)
 
 
 # -- the line limit -------------------------------------------------------------------------------------
