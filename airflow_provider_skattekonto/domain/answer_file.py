@@ -1108,7 +1108,8 @@ def _parse_lines(
         kind = row[0] if row else ""
         if kind == TRANSACTION:
             # Fast path, written out for LAYOUT["T"] (checked at import by _check_transaction_fast_path).
-            if len(row) != t_width or row[1] != principal or reader.line_num != next_line:
+            # ``principal`` is "" before the first balance: a row's empty principal must not match it.
+            if len(row) != t_width or row[1] != principal or not principal or reader.line_num != next_line:
                 line = next_line  # where the record starts
                 _row_problem(row, principal, seen, next_line, fail)
             next_line += 1
