@@ -107,12 +107,14 @@ def feed_names(prefix: str, schema: str | None = None) -> FeedNames:
     )
 
 
-def _index(dialect: str, n: FeedNames, name: str, table: str, columns: str) -> str:
-    """``CREATE INDEX`` in the dialect's syntax for an index named ``<prefix><name>`` on ``table``."""
+def _index(dialect: str, n: FeedNames, name: str, table: str, columns: str, where: str = "") -> str:
+    """``CREATE INDEX`` in the dialect's syntax for an index named ``<prefix><name>`` on ``table``; ``where``:
+    a partial index's condition (SQLite and PostgreSQL; a full index elsewhere)."""
     index = f'"{n.prefix}{name}"'
+    partial = f" WHERE {where}" if where and dialect in ("sqlite", "postgresql") else ""
     if dialect == "sqlite" and n.schema is not None:  # SQLite qualifies the index, not the table
-        return f'CREATE INDEX "{n.schema}".{index} ON "{n.prefix}{table}" ({columns})'
-    return f"CREATE INDEX {index} ON {qualified_name(n.prefix, n.schema, table)} ({columns})"
+        return f'CREATE INDEX "{n.schema}".{index} ON "{n.prefix}{table}" ({columns}){partial}'
+    return f"CREATE INDEX {index} ON {qualified_name(n.prefix, n.schema, table)} ({columns}){partial}"
 
 
 def feed_ddl_statements(*, dialect: str, prefix: str, schema: str | None = None) -> list[tuple[str, list[str]]]:
@@ -158,7 +160,10 @@ def feed_ddl_statements(*, dialect: str, prefix: str, schema: str | None = None)
                     "orderer, reconciled_on, principal" + (", identity" if dialect == "sqlite" else ""),
                 ),
                 _index(dialect, n, "transaction_feed_first", "transaction_feed", "first_file_id"),
-                _index(dialect, n, "transaction_feed_gone", "transaction_feed", "gone_file_id"),
+                # only gone rows: a load adds no entry for the rows it inserts
+                _index(
+                    dialect, n, "transaction_feed_gone", "transaction_feed", "gone_file_id", "gone_file_id IS NOT NULL"
+                ),
             ],
         ),
         (history, [_index(dialect, n, "balance_history_file", "balance_history", "file_id")]),
