@@ -6,14 +6,17 @@
 #   3.1.8    the last 3.1                                .venv-af318
 #   3.2.2    the last 3.2                                .venv-af322  (pins: scripts/constraints/airflow-3.2.2.txt)
 #
-# Steps: "unit" (the whole suite without the system tests), "system" (real scheduler, dag-processor, triggerer
-# and api-server processes, LocalExecutor and CeleryExecutor; tests/system) and "examples" (the example DAGs
-# parsed and run end to end with dag.test(), the version checks, and the connection form as the UI's API serves it).
+# Steps: "unit" (the whole suite without the system and the slow tests), "slow" (marker `slow`, once, on the newest
+# Airflow: the wheel and sdist built, checked and the sdist's own tests run from it; the benchmark scripts at tiny
+# sizes), "system" (real scheduler, dag-processor, triggerer and api-server processes, LocalExecutor and
+# CeleryExecutor; tests/system) and "examples" (the example DAGs parsed and run end to end with dag.test(), the
+# version checks, and the connection form as the UI's API serves it).
 # Packages are installed with uv (installed into .venv with pip first), which takes seconds where pip takes minutes.
 #
 # Usage: scripts/test.sh                   lint + the whole matrix (what CI runs)
 #        scripts/test.sh [pytest args...]  lint + only the newest Airflow's unit step with these arguments
-#                                          (and its system step too when SKATTEKONTO_SYSTEM_TESTS=1)
+#                                          (`-m slow` for the slow tests; and its system step too when
+#                                          SKATTEKONTO_SYSTEM_TESTS=1)
 # Environment: AIRFLOW_MATRIX (default "newest 3.0.6") picks the versions of the unit step, AIRFLOW_SYSTEM
 # (default "newest 3.0.6") those of the system step, AIRFLOW_EXTRA (default "3.1.8 3.2.2") those of the examples
 # step; PYTHON picks the interpreter.
@@ -49,7 +52,7 @@ install() { # install the provider with its test dependencies for one Airflow ve
   echo "== Airflow $version: $("$venv/bin/python" -c 'import airflow; print(airflow.__version__)' 2>/dev/null) in $venv"
 }
 
-step() { # step VERSION unit|system|examples [pytest args...]
+step() { # step VERSION unit|slow|system|examples [pytest args...]
   local version=$1 name=$2 venv started
   shift 2
   venv=$(venv_of "$version")
@@ -58,6 +61,9 @@ step() { # step VERSION unit|system|examples [pytest args...]
   case "$name" in
     unit)
       "$venv/bin/python" -m pytest -n 2 --dist loadgroup -q "$@"
+      ;;
+    slow)
+      "$venv/bin/python" -m pytest -n 2 --dist loadgroup -q -m slow "$@"
       ;;
     system)
       if [ -d tests/system ]; then
@@ -114,6 +120,7 @@ for version in $AIRFLOW_MATRIX; do
   run "$version" unit
   case " $AIRFLOW_SYSTEM " in *" $version "*) run "$version" system ;; esac
 done
+run newest slow
 for version in $AIRFLOW_EXTRA; do
   install "$version"
   run "$version" examples

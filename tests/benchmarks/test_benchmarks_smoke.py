@@ -53,6 +53,7 @@ def _figure(result: dict[str, Any], prefix: str) -> dict[str, Any]:
     return matches[0]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_every_benchmark_runs_at_tiny_size(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
