@@ -48,7 +48,9 @@ install() { # install the provider with its test dependencies for one Airflow ve
   fi
   case " $AIRFLOW_SYSTEM " in *" $version "*) extras=$extras,system ;; esac
   echo "== Airflow $version: installing into $venv"
-  .venv/bin/uv pip install --quiet --python "$venv/bin/python" -e ".[$extras]" "${pins[@]}"
+  # --compile-bytecode: the .pyc files are written once, at install; where PYTHONDONTWRITEBYTECODE is set, every
+  # test process (xdist workers, the subprocesses the tests start) would otherwise compile Airflow again.
+  .venv/bin/uv pip install --quiet --compile-bytecode --python "$venv/bin/python" -e ".[$extras]" "${pins[@]}"
   echo "== Airflow $version: $("$venv/bin/python" -c 'import airflow; print(airflow.__version__)' 2>/dev/null) in $venv"
 }
 
