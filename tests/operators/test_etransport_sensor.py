@@ -6,6 +6,8 @@ import asyncio
 import datetime as dt
 import importlib
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 
 from airflow_provider_skattekonto.domain.calendar import STOCKHOLM
 from airflow_provider_skattekonto.hooks.skattekonto import SkattekontoHook
+from airflow_provider_skattekonto.sandbox.protocol import ROUTE_ETRANSPORT_LIST
 from airflow_provider_skattekonto.triggers.etransport import ETransportFileTrigger
 from tests.operators.conftest import dag_source
 
@@ -33,29 +36,37 @@ def sensor_dag(**sensor_kwargs: Any) -> tuple[str, str]:
     return dag_source(f"ETransportFileSensor(task_id='wait_for_file', {args})")
 
 
+@contextmanager
+def speeding_up(sandbox: Any, condition: Callable[[], bool], speed: float) -> Iterator[None]:
+    """Set the sandbox clock's speed to ``speed`` once ``condition()`` holds (checked every 20 ms, in a thread)."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.02):
+            if condition():
+                sandbox.clock.set(speed=speed)
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+
+
 def test_order_then_wait_across_the_weekend(
     sandbox: Any, use_connection: Any, run_dag_file: Any, tmp_path: Path, logs: Any
 ) -> None:
     # Friday 10:00 -> the order lands in Monday's file. The clock stands still until the order is in (however
-    # slow the machine), then 69 h of sandbox time pass in a few real seconds.
+    # slow the machine), then 69 h of sandbox time pass in about a real second. At this speed a real second is
+    # 2.3 sandbox days: tokens and the file's retention last a year, so neither runs out while Airflow works.
     sandbox.clock.set(now=dt.datetime(2026, 11, 27, 10, 0, tzinfo=STOCKHOLM), speed=0.0)
-    sandbox.configure(token_lifetime_seconds=30 * 24 * 3600)  # a 1 h token lasts 0.09 s at this speed
+    sandbox.configure(token_lifetime_seconds=365 * 24 * 3600, retention_days=365)
     use_connection(archive_url=(tmp_path / "archive").as_uri())
-    ordered = threading.Event()
-
-    def speed_up_after_the_order() -> None:
-        while not ordered.wait(0.05):
-            if sandbox.orders():
-                sandbox.clock.set(speed=40000.0)
-                return
-
-    watcher = threading.Thread(target=speed_up_after_the_order, daemon=True)
-    watcher.start()
-    try:
+    with speeding_up(sandbox, lambda: bool(sandbox.orders()), speed=200_000.0):
         results = run_dag_file(*chain_dag())
-    finally:
-        ordered.set()
-        watcher.join()
     assert results["bestall"][0] == "success"
     state, xcom = results["wait_for_file"]
     assert state == "success", results
@@ -81,12 +92,14 @@ def test_weekend_morning_moves_to_monday(sandbox: Any, use_connection: Any, run_
 def test_deadline_fails_with_an_actionable_message(
     sandbox: Any, use_connection: Any, run_dag_file: Any, logs: Any
 ) -> None:
-    # 06:30 -> the 10:00 deadline in about 8 s, and midnight (after which the run counts as historical
-    # and skips) more than half a minute away, however slowly Airflow starts the task
+    # 06:30 -> 07:00 in 1.2 s, and midnight (a run that starts after it counts as historical and skips) more
+    # than half a minute away, however slowly Airflow starts the task. Once the trigger lists (the sensor has
+    # deferred: whether the run is historical is settled), the 10:00 deadline comes in a fraction of a second.
     sandbox.clock.set(now=dt.datetime(2026, 11, 30, 6, 30, tzinfo=STOCKHOLM), speed=1500.0)
     use_connection()
     dag = sensor_dag(delivery_morning="2026-11-30T07:00:00+01:00", poll_interval=900)
-    state, _ = run_dag_file(*dag)["wait_for_file"]
+    with speeding_up(sandbox, lambda: bool(sandbox.stats()["requests"].get(ROUTE_ETRANSPORT_LIST)), speed=30_000.0):
+        state, _ = run_dag_file(*dag)["wait_for_file"]
     assert state == "failed"
     assert "No answer file for the delivery morning 2026-11-30 07:00" in logs()
     assert "before the cutoff 2026-11-30 03:00" in logs()
