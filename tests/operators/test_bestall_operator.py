@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_skattekonto.domain.calendar import STOCKHOLM
-from tests.operators.conftest import dag_source
+from tests.operators.conftest import clock_speed_when, dag_source
 
 pytestmark = pytest.mark.airflow_db
 
@@ -44,13 +44,16 @@ def test_closed_window_defers_until_five(sandbox: Any, use_connection: Any, run_
 
 def test_waits_for_the_runs_order_window(sandbox: Any, use_connection: Any, run_dag_file: Any) -> None:
     # Monday 23:50 for Wednesday's file: an order now would land in Tuesday's, so wait for Tuesday 05:00
-    # (about 5 s real); the order then has 22 h of service time (about 20 s real) before Wednesday's cutoff.
-    sandbox.clock.set(now=dt.datetime(2026, 11, 30, 23, 50, tzinfo=STOCKHOLM), speed=4000.0)
+    # (under a second real); from then on the clock runs at real speed, so the order has 22 h before
+    # Wednesday's cutoff however slowly Airflow resumes the task.
+    opens = dt.datetime(2026, 12, 1, 5, 0, tzinfo=STOCKHOLM)
+    sandbox.clock.set(now=dt.datetime(2026, 11, 30, 23, 50, tzinfo=STOCKHOLM), speed=20_000.0)
     use_connection()
-    state, xcom = run_dag_file(*bestall_dag(delivery_morning="2026-12-02T07:00:00+01:00"))["bestall"]
+    with clock_speed_when(sandbox, lambda: sandbox.clock.now() >= opens, speed=1.0):
+        state, xcom = run_dag_file(*bestall_dag(delivery_morning="2026-12-02T07:00:00+01:00"))["bestall"]
     assert state == "success" and xcom["ordered"] is True
     assert xcom["delivery_morning"] == "2026-12-02T07:00:00+01:00"
-    assert dt.datetime.fromisoformat(xcom["ordered_at"]) >= dt.datetime(2026, 12, 1, 5, 0, tzinfo=STOCKHOLM)
+    assert dt.datetime.fromisoformat(xcom["ordered_at"]) >= opens
 
 
 def test_backfill_does_not_order(sandbox: Any, use_connection: Any, run_dag_file: Any, logs: Any) -> None:

@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import importlib
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +14,7 @@ from airflow_provider_skattekonto.domain.calendar import STOCKHOLM
 from airflow_provider_skattekonto.hooks.skattekonto import SkattekontoHook
 from airflow_provider_skattekonto.sandbox.protocol import ROUTE_ETRANSPORT_LIST
 from airflow_provider_skattekonto.triggers.etransport import ETransportFileTrigger
-from tests.operators.conftest import dag_source
+from tests.operators.conftest import dag_source, clock_speed_when
 
 pytestmark = pytest.mark.airflow_db
 
@@ -36,26 +33,6 @@ def sensor_dag(**sensor_kwargs: Any) -> tuple[str, str]:
     return dag_source(f"ETransportFileSensor(task_id='wait_for_file', {args})")
 
 
-@contextmanager
-def speeding_up(sandbox: Any, condition: Callable[[], bool], speed: float) -> Iterator[None]:
-    """Set the sandbox clock's speed to ``speed`` once ``condition()`` holds (checked every 20 ms, in a thread)."""
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.02):
-            if condition():
-                sandbox.clock.set(speed=speed)
-                return
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        done.set()
-        watcher.join()
-
-
 def test_order_then_wait_across_the_weekend(
     sandbox: Any, use_connection: Any, run_dag_file: Any, tmp_path: Path, logs: Any
 ) -> None:
@@ -65,7 +42,7 @@ def test_order_then_wait_across_the_weekend(
     sandbox.clock.set(now=dt.datetime(2026, 11, 27, 10, 0, tzinfo=STOCKHOLM), speed=0.0)
     sandbox.configure(token_lifetime_seconds=365 * 24 * 3600, retention_days=365)
     use_connection(archive_url=(tmp_path / "archive").as_uri())
-    with speeding_up(sandbox, lambda: bool(sandbox.orders()), speed=200_000.0):
+    with clock_speed_when(sandbox, lambda: bool(sandbox.orders()), speed=200_000.0):
         results = run_dag_file(*chain_dag())
     assert results["bestall"][0] == "success"
     state, xcom = results["wait_for_file"]
@@ -98,7 +75,7 @@ def test_deadline_fails_with_an_actionable_message(
     sandbox.clock.set(now=dt.datetime(2026, 11, 30, 6, 30, tzinfo=STOCKHOLM), speed=1500.0)
     use_connection()
     dag = sensor_dag(delivery_morning="2026-11-30T07:00:00+01:00", poll_interval=900)
-    with speeding_up(sandbox, lambda: bool(sandbox.stats()["requests"].get(ROUTE_ETRANSPORT_LIST)), speed=30_000.0):
+    with clock_speed_when(sandbox, lambda: bool(sandbox.stats()["requests"].get(ROUTE_ETRANSPORT_LIST)), speed=30_000.0):
         state, _ = run_dag_file(*dag)["wait_for_file"]
     assert state == "failed"
     assert "No answer file for the delivery morning 2026-11-30 07:00" in logs()
