@@ -130,14 +130,14 @@ def test_memory_stays_flat_while_streaming(tmp_path: Path) -> None:
         file_id="BIG",
         seed=2,
         principals=2000,
-        transactions_per_principal=60,
+        transactions_per_principal=15,
     )
     tracemalloc.start()
     with path.open("rb") as stream:
         count = sum(1 for record in parse_answer_file(stream, source_name=path.name) if isinstance(record, Transaction))
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert count > 50_000
+    assert count > 40_000
     assert peak < size / 4  # the records are not kept: memory is a fraction of the file
 
 
