@@ -65,7 +65,8 @@ step() { # step VERSION unit|slow|system|examples [pytest args...]
       "$venv/bin/python" -m pytest -n 2 --dist loadgroup -q "$@"
       ;;
     slow)
-      "$venv/bin/python" -m pytest -n 2 --dist loadgroup -q -m slow "$@"
+      # loadfile: the packaging tests share one build of the distributions, the benchmark run gets the other worker
+      "$venv/bin/python" -m pytest -n 2 --dist loadfile -q -m slow "$@"
       ;;
     system)
       if [ -d tests/system ]; then
