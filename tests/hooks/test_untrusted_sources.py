@@ -179,6 +179,9 @@ def test_a_growing_inbox_file_is_taken_only_once_it_settles(
         inbox_settle_seconds=1.0,
     )
     hook = ETransportHook()
+    # A first listing before the file exists: its one-off start-up cost (imports, the connection) must not pass
+    # for the settle time between a write and the listing after it.
+    assert hook.list_files(delivery_date=MONDAY) == []
     with (folder / name).open("wb") as writer:
         for _ in range(4):
             writer.write(b"x" * 1000)
