@@ -329,7 +329,8 @@ def test_wait_until_sleeps_to_the_moment_on_the_service_clock(sandbox: Any, use_
     assert moment <= reading.now < moment + dt.timedelta(seconds=50)
 
 
-@pytest.mark.sandbox_clock("2026-12-01T06:59:50+01:00", speed=10.0)
+# 30 sandbox seconds (10 to 07:00, then the jitter) pass in a real second; the second wait has 80 more (2.6 s real)
+@pytest.mark.sandbox_clock("2026-12-01T06:59:50+01:00", speed=30.0)
 def test_wait_jitter_applies_only_to_a_waiter_that_sleeps_towards_the_moment(sandbox: Any, use_connection: Any) -> None:
     use_connection()
     hook = SkattekontoHook()
