@@ -30,12 +30,22 @@ def dag_source(*task_lines: str) -> tuple[str, str]:
 
 @contextmanager
 def clock_speed_when(sandbox: Any, condition: Callable[[], bool], speed: float) -> Iterator[None]:
-    """Set the sandbox clock's speed to ``speed`` once ``condition()`` holds (checked every 20 ms, in a thread)."""
+    """Set the sandbox clock's speed to ``speed`` once ``condition()`` holds (checked every 20 ms, in a thread).
+
+    Should ``condition()`` raise, the speed is set all the same (a run waiting on the clock is not left hanging)
+    and the error is raised when the block ends.
+    """
     done = threading.Event()
+    errors: list[BaseException] = []
 
     def watch() -> None:
         while not done.wait(0.02):
-            if condition():
+            try:
+                met = condition()
+            except BaseException as exc:
+                errors.append(exc)
+                met = True
+            if met:
                 sandbox.clock.set(speed=speed)
                 return
 
@@ -46,3 +56,20 @@ def clock_speed_when(sandbox: Any, condition: Callable[[], bool], speed: float) 
     finally:
         done.set()
         watcher.join()
+    if errors:
+        raise errors[0]
+
+
+def task_state(dag_id: str, task_id: str) -> str | None:
+    """The state of ``task_id``'s latest task instance in ``dag_id`` (the metadata database), or None."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        ti = (
+            session.query(TaskInstance)
+            .filter_by(dag_id=dag_id, task_id=task_id)
+            .order_by(TaskInstance.start_date.desc())
+            .first()
+        )
+        return None if ti is None or ti.state is None else str(ti.state)

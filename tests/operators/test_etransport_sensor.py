@@ -14,7 +14,7 @@ from airflow_provider_skattekonto.domain.calendar import STOCKHOLM
 from airflow_provider_skattekonto.hooks.skattekonto import SkattekontoHook
 from airflow_provider_skattekonto.sandbox.protocol import ROUTE_ETRANSPORT_LIST
 from airflow_provider_skattekonto.triggers.etransport import ETransportFileTrigger
-from tests.operators.conftest import dag_source, clock_speed_when
+from tests.operators.conftest import clock_speed_when, dag_source, task_state
 
 pytestmark = pytest.mark.airflow_db
 
@@ -36,14 +36,15 @@ def sensor_dag(**sensor_kwargs: Any) -> tuple[str, str]:
 def test_order_then_wait_across_the_weekend(
     sandbox: Any, use_connection: Any, run_dag_file: Any, tmp_path: Path, logs: Any
 ) -> None:
-    # Friday 10:00 -> the order lands in Monday's file. The clock stands still until the order is in (however
-    # slow the machine), then 69 h of sandbox time pass in about a real second. At this speed a real second is
-    # 2.3 sandbox days: tokens and the file's retention last a year, so neither runs out while Airflow works.
+    # Friday 10:00 -> the order lands in Monday's file. The clock stands still until the sensor has deferred
+    # (however slow the machine), then 69 h of sandbox time pass in about a real second. At this speed a real
+    # second is 2.3 sandbox days: tokens and the file's retention last a year, so neither runs out meanwhile.
     sandbox.clock.set(now=dt.datetime(2026, 11, 27, 10, 0, tzinfo=STOCKHOLM), speed=0.0)
     sandbox.configure(token_lifetime_seconds=365 * 24 * 3600, retention_days=365)
     use_connection(archive_url=(tmp_path / "archive").as_uri())
-    with clock_speed_when(sandbox, lambda: bool(sandbox.orders()), speed=200_000.0):
-        results = run_dag_file(*chain_dag())
+    dag_id, source = chain_dag()
+    with clock_speed_when(sandbox, lambda: task_state(dag_id, "wait_for_file") == "deferred", speed=200_000.0):
+        results = run_dag_file(dag_id, source)
     assert results["bestall"][0] == "success"
     state, xcom = results["wait_for_file"]
     assert state == "success", results
@@ -75,7 +76,8 @@ def test_deadline_fails_with_an_actionable_message(
     sandbox.clock.set(now=dt.datetime(2026, 11, 30, 6, 30, tzinfo=STOCKHOLM), speed=1500.0)
     use_connection()
     dag = sensor_dag(delivery_morning="2026-11-30T07:00:00+01:00", poll_interval=900)
-    with clock_speed_when(sandbox, lambda: bool(sandbox.stats()["requests"].get(ROUTE_ETRANSPORT_LIST)), speed=30_000.0):
+    listed = lambda: bool(sandbox.stats()["requests"].get(ROUTE_ETRANSPORT_LIST))  # noqa: E731
+    with clock_speed_when(sandbox, listed, speed=30_000.0):
         state, _ = run_dag_file(*dag)["wait_for_file"]
     assert state == "failed"
     assert "No answer file for the delivery morning 2026-11-30 07:00" in logs()
