@@ -387,13 +387,13 @@ def record_changes(
     for principal, reconciled_on, sequence, occurrence in occurrences:
         period = reconciled_on.isoformat() if dialect == "sqlite" else reconciled_on
         execute(f"{insert_number} VALUES (?, ?, ?, ?, ?)", (file_id, principal, period, sequence, occurrence))
-    identity = identity_key_sql(dialect) + " || '#1'"
-    if occurrences:
-        identity = (
-            f"{identity_key_sql(dialect)} || '#' || CAST(COALESCE((SELECT o.occurrence FROM {numbers} o"
-            " WHERE o.file_id = t.file_id AND o.principal = t.principal AND o.reconciled_on = t.reconciled_on"
-            " AND o.sequence_no = t.sequence_no), 1) AS VARCHAR(10))"
-        )
+    # the identity of a row: '#1' in a snapshot without repeated keys; else its occurrence, 1 where not noted
+    first = identity_key_sql(dialect) + " || '#1'"
+    numbered = f"{identity_key_sql(dialect)} || '#' || CAST(COALESCE(o.occurrence, 1) AS VARCHAR(10))"
+    join_numbers = (
+        f" LEFT JOIN {numbers} o ON o.file_id = t.file_id AND o.principal = t.principal"
+        " AND o.reconciled_on = t.reconciled_on AND o.sequence_no = t.sequence_no"
+    )
     content = ", ".join(_CONTENT_COLUMNS)
     t_content = ", ".join(f"t.{c}" for c in _CONTENT_COLUMNS)
     present = (
@@ -405,16 +405,29 @@ def record_changes(
         sql = f"SELECT 1 FROM {t.balances} b WHERE b.orderer = ? AND b.file_id = ? AND {condition}"
         return execute(sql, (orderer, file_id)).fetchone() is not None
 
+    # SQLite and PostgreSQL insert every row as '#1' and then renumber the few noted rows (UPDATE ... FROM,
+    # driven by the noted rows); the generic dialect joins the numbers while inserting (portable SQL)
+    renumber = bool(occurrences) and dialect != "generic"
+
     def insert_rows(into: str, columns: str, select: str, condition: str) -> None:
         """The rows of the loaded keys (that meet ``condition``), with their identities."""
+        identity, join = (numbered, join_numbers) if occurrences and not renumber else (first, "")
         execute(
-            f"INSERT INTO {into} ({columns}) SELECT {select}"
+            f"INSERT INTO {into} ({columns}) SELECT {select.format(identity=identity)}"
             f" FROM {t.balances} b JOIN {t.files} fl ON fl.file_id = b.file_id"
             f" JOIN {t.transactions} t ON t.orderer = b.orderer AND t.principal = b.principal"
-            " AND t.reconciled_on = b.reconciled_on AND t.file_id = b.file_id"
+            f" AND t.reconciled_on = b.reconciled_on AND t.file_id = b.file_id{join}"
             f" WHERE b.orderer = ? AND b.file_id = ?{condition}",
             (orderer, file_id),
         )
+        if renumber:  # the feed's rows by its key index (orderer, reconciled_on, principal)
+            own = "t.orderer = ? AND t.first_file_id = o.file_id" if into == n.feed else "t.file_id = o.file_id"
+            execute(
+                f"UPDATE {into} AS t SET identity = {numbered} FROM {numbers} o"
+                f" WHERE o.file_id = ? AND {own} AND t.reconciled_on = o.reconciled_on"
+                " AND t.principal = o.principal AND t.sequence_no = o.sequence_no",
+                (file_id, orderer) if into == n.feed else (file_id,),
+            )
 
     replaced, fresh = any_key(present), any_key("NOT " + present)
     if replaced:
@@ -422,7 +435,7 @@ def record_changes(
         insert_rows(
             scratch,
             f"file_id, principal, reconciled_on, identity, {content}",
-            f"t.file_id, t.principal, t.reconciled_on, {identity}, {t_content}",
+            f"t.file_id, t.principal, t.reconciled_on, {{identity}}, {t_content}",
             f" AND {present}" if fresh else "",
         )
         _compare_snapshots(execute, dialect, n, scratch, orderer, file_id)  # 2. and 3.
@@ -432,7 +445,7 @@ def record_changes(
         insert_rows(
             n.feed,
             f"orderer, principal, reconciled_on, identity, first_file_id, first_delivery_morning, {content}",
-            f"t.orderer, t.principal, t.reconciled_on, {identity}, t.file_id, fl.delivery_morning, {t_content}",
+            f"t.orderer, t.principal, t.reconciled_on, {{identity}}, t.file_id, fl.delivery_morning, {t_content}",
             f" AND NOT {present}" if replaced else "",
         )
     _clear_scratch(execute, dialect, (scratch, numbers), file_id)
