@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +14,7 @@ from urllib.parse import quote
 import pytest
 
 from airflow_provider_skattekonto.domain.calendar import STOCKHOLM
+from tests.clock_speed import clock_speed_when
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "example_dags"
 MONDAY_EVENING = dt.datetime(2026, 11, 30, 20, 0, tzinfo=STOCKHOLM)  # Tuesday's file comes at 07:00
@@ -36,21 +36,8 @@ def night_passes_after_orders(sandbox: Any, orders: int, speed: float = 20000.0)
     So ordering (before the 03:00 cutoff) never races Airflow's start-up, and waiting costs seconds.
     """
     sandbox.clock.set(now=MONDAY_EVENING, speed=1.0)
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.05):
-            if len(sandbox.orders()) >= orders:
-                sandbox.clock.set(speed=speed)
-                return
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
+    with clock_speed_when(sandbox, lambda: len(sandbox.orders()) >= orders, speed):
         yield
-    finally:
-        done.set()
-        watcher.join(5)
 
 
 def connect(sandbox: Any, monkeypatch: pytest.MonkeyPatch, conn_id: str, identity: str, archive: Path) -> None:

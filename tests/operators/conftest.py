@@ -1,13 +1,8 @@
-"""Fixtures for DAG-level tests: sandbox connections, DAG sources for ``run_dag_file``, a sandbox clock that changes
-speed at a given point of a run."""
+"""Fixtures for DAG-level tests: sandbox connections, DAG sources for ``run_dag_file``."""
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
 
 from tests.hooks.conftest import logs, use_connection  # noqa: F401  (shared fixtures)
 
@@ -26,38 +21,6 @@ def dag_source(*task_lines: str) -> tuple[str, str]:
     dag_id = f"t_{uuid.uuid4().hex[:10]}"
     body = "".join(f"    {line}\n" for line in task_lines)
     return dag_id, HEADER.format(dag_id=dag_id) + body
-
-
-@contextmanager
-def clock_speed_when(sandbox: Any, condition: Callable[[], bool], speed: float) -> Iterator[None]:
-    """Set the sandbox clock's speed to ``speed`` once ``condition()`` holds (checked every 20 ms, in a thread).
-
-    Should ``condition()`` raise, the speed is set all the same (a run waiting on the clock is not left hanging)
-    and the error is raised when the block ends.
-    """
-    done = threading.Event()
-    errors: list[BaseException] = []
-
-    def watch() -> None:
-        while not done.wait(0.02):
-            try:
-                met = condition()
-            except BaseException as exc:
-                errors.append(exc)
-                met = True
-            if met:
-                sandbox.clock.set(speed=speed)
-                return
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        done.set()
-        watcher.join()
-    if errors:
-        raise errors[0]
 
 
 def task_state(dag_id: str, task_id: str) -> str | None:

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from airflow_provider_skattekonto.domain.calendar import STOCKHOLM
-from tests.operators.conftest import clock_speed_when, dag_source
+from tests.clock_speed import clock_speed_when
+from tests.operators.conftest import dag_source
 
 pytestmark = pytest.mark.airflow_db
 

@@ -14,7 +14,8 @@ from airflow_provider_skattekonto.domain.calendar import STOCKHOLM
 from airflow_provider_skattekonto.hooks.skattekonto import SkattekontoHook
 from airflow_provider_skattekonto.sandbox.protocol import ROUTE_ETRANSPORT_LIST
 from airflow_provider_skattekonto.triggers.etransport import ETransportFileTrigger
-from tests.operators.conftest import clock_speed_when, dag_source, task_state
+from tests.clock_speed import clock_speed_when
+from tests.operators.conftest import dag_source, task_state
 
 pytestmark = pytest.mark.airflow_db
 
