@@ -362,6 +362,10 @@ def _clear_scratch(execute: Execute, dialect: str, tables: tuple[str, ...], file
             execute(f"DELETE FROM {table} WHERE file_id = ?", (file_id,))
 
 
+# Occurrence rows per INSERT statement: 5 values each, within SQLite's oldest limit of 999 per statement.
+_NUMBERS_PER_INSERT = 150
+
+
 def record_changes(
     execute: Execute,
     *,
@@ -383,10 +387,14 @@ def record_changes(
     t = n.tables
     scratch, numbers = _prepare_scratch(execute, dialect, n)
     _clear_scratch(execute, dialect, (scratch, numbers), file_id)
-    insert_number = f"INSERT INTO {numbers} (file_id, principal, reconciled_on, sequence_no, occurrence)"
-    for principal, reconciled_on, sequence, occurrence in occurrences:
-        period = reconciled_on.isoformat() if dialect == "sqlite" else reconciled_on
-        execute(f"{insert_number} VALUES (?, ?, ?, ?, ?)", (file_id, principal, period, sequence, occurrence))
+    insert_number = f"INSERT INTO {numbers} (file_id, principal, reconciled_on, sequence_no, occurrence) VALUES "
+    for start in range(0, len(occurrences), _NUMBERS_PER_INSERT):  # many rows per round trip
+        chunk = occurrences[start : start + _NUMBERS_PER_INSERT]
+        values: list[Any] = []
+        for principal, reconciled_on, sequence, occurrence in chunk:
+            period = reconciled_on.isoformat() if dialect == "sqlite" else reconciled_on
+            values += (file_id, principal, period, sequence, occurrence)
+        execute(insert_number + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk)), values)
     # the identity of a row: '#1' in a snapshot without repeated keys; else its occurrence, 1 where not noted
     first = identity_key_sql(dialect) + " || '#1'"
     numbered = f"{identity_key_sql(dialect)} || '#' || CAST(COALESCE(o.occurrence, 1) AS VARCHAR(10))"
@@ -440,8 +448,7 @@ def record_changes(
         )
         _compare_snapshots(execute, dialect, n, scratch, orderer, file_id)  # 2. and 3.
     if fresh:
-        # 4. the rows of the loaded keys without present feed rows (principals new in the file, or a replaced
-        # snapshot whose rows all went): all new in this file
+        # 4. the rows of the loaded keys without present feed rows (principals new in the file): all new in it
         insert_rows(
             n.feed,
             f"orderer, principal, reconciled_on, identity, first_file_id, first_delivery_morning, {content}",

@@ -214,6 +214,9 @@ def test_streamed_identities_are_those_of_identity_sql(warehouse: Warehouse, thr
     first = random_blocks(10, 30, seed=11, reconciled_on=FEB)
     for block in first[:4]:  # exact repeats, booked and unbooked, across the block
         block.transactions += block.transactions[:6]
+    many = random_blocks(1, 1, seed=13, reconciled_on=FEB, start=20)[0]  # more repeats than one statement takes
+    many.transactions *= 200
+    first.append(many)
     second = random_blocks(3, 20, seed=12, reconciled_on=FEB, start=10)  # principals new in the second file
     for block in first[:6]:  # replaced snapshots: some rows vanish, some come, repeats shift
         changed = Block(block.principal, block.reconciled_on, block.balance_ore)
