@@ -199,18 +199,22 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
     conn = _connect(target, spec["dsn"], spec["sqlite_path"])
     schema = spec.get("schema") if dialect == "postgresql" else None
     ensure_tables(conn, dialect=dialect, prefix=spec["prefix"], schema=schema)
-    previous = spec.get("previous")
-    if previous is not None:
-        with open(previous["path"], "rb") as handle:
-            load_answer_stream(
+
+    def load(file: dict[str, Any]) -> Any:
+        with open(file["path"], "rb") as handle:
+            return load_answer_stream(
                 conn,
                 handle,
                 dialect=dialect,
-                file_name=os.path.basename(previous["path"]),
-                sha256=previous["sha256"],
+                file_name=os.path.basename(file["path"]),
+                sha256=file["sha256"],
+                size=file["size"],
                 prefix=spec["prefix"],
                 schema=schema,
             )
+
+    if spec.get("previous") is not None:
+        load(spec["previous"])
         feed_seconds.clear()
     rss_before = rss_mb()
     profiler = None
@@ -221,17 +225,7 @@ def child_ours(spec: dict[str, Any]) -> dict[str, Any]:
         profiler.enable()
     cpu0 = cpu_seconds()
     started = time.perf_counter()
-    with open(spec["path"], "rb") as handle:
-        result = load_answer_stream(
-            conn,
-            handle,
-            dialect=dialect,
-            file_name=os.path.basename(spec["path"]),
-            sha256=spec["sha256"],
-            size=spec["size"],
-            prefix=spec["prefix"],
-            schema=schema,
-        )
+    result = load(spec)
     seconds = time.perf_counter() - started
     cpu = cpu_seconds() - cpu0
     if not feed_seconds:
