@@ -44,6 +44,12 @@ QUICK_ARGS: dict[str, list[str]] = {
         "6",
         "--concurrent-late-minutes",
         "4",
+        "--data-waits",
+        "2",
+        "--data-principals",
+        "20",
+        "--data-speed",
+        "60",
     ],
 }
 USES_SANDBOX = ("hook_overhead", "wait_cost")
