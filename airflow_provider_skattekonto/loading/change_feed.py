@@ -33,8 +33,10 @@ identities are computed without the window function and its sort.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_skattekonto.loading.names import TRANSACTION_COLUMNS, TableNames, qualified_name, table_names
@@ -252,67 +254,84 @@ def _ore(value: str) -> int | None:
 
 class Occurrences:
     """The occurrence numbers of :func:`identity_sql` (``key#n``: the n-th row with that identity key in its
-    snapshot, in sequence order), found while the rows stream, for the rows where ``n`` is not 1.
+    snapshot, in sequence order), for the rows where ``n`` is not 1, noted while the rows stream.
 
     Rows are compared by what the key is made of: the transaction id of a booked row, else transaction
     date, interest date, amounts (as integers: the parser's text may carry leading zeros) and text; two
     rows compare equal here exactly when their keys are equal. :meth:`start` at each loaded principal.
+    A snapshot's keys are kept until the next :meth:`start` and checked then with one set: only a snapshot
+    with a repeated key is numbered row by row.
     """
 
-    __slots__ = ("counts", "key", "repeats")
+    __slots__ = ("_done", "_keys", "_runs", "_snapshot")
 
     def __init__(self) -> None:
-        self.repeats: list[tuple[str, dt.date, int, int]] = []  # (principal, reconciled_on, sequence, n > 1)
-        self.counts: dict[object, int] = {}
-        self.key: tuple[str, dt.date] = ("", dt.date.min)
+        self._done: list[tuple[str, dt.date, int, int]] = []  # of the snapshots before the current one
+        self._keys: list[object] = []  # the current snapshot's keys: a booked row's id (str), else a tuple
+        self._runs: list[tuple[int, int]] = []  # (first sequence, rows) of the consecutive rows in _keys
+        self._snapshot: tuple[str, dt.date] = ("", dt.date.min)
+
+    @property
+    def repeats(self) -> list[tuple[str, dt.date, int, int]]:
+        """``(principal, reconciled_on, sequence, n)`` of the rows so far whose key is the n-th (n > 1) in
+        their snapshot."""
+        return self._done + self._numbered()
 
     def start(self, principal: str, reconciled_on: dt.date) -> None:
         """A loaded snapshot begins."""
-        self.counts = {}
-        self.key = (principal, reconciled_on)
+        self._done += self._numbered()
+        self._keys, self._runs = [], []
+        self._snapshot = (principal, reconciled_on)
 
-    def _add(self, first_sequence: int, keys: list[object]) -> None:
-        counts = self.counts
-        new = dict.fromkeys(keys, 1)
-        if len(new) == len(keys) and counts.keys().isdisjoint(new):  # no repeat: the common case
-            counts.update(new)
-            return
-        principal, reconciled_on = self.key
-        for sequence, key in enumerate(keys, start=first_sequence):
-            n = counts[key] = counts.get(key, 0) + 1
-            if n > 1:
-                self.repeats.append((principal, reconciled_on, sequence, n))
+    def _numbered(self) -> list[tuple[str, dt.date, int, int]]:
+        """The current snapshot's rows with an occurrence other than 1, in sequence order."""
+        keys = self._keys
+        if len(set(keys)) == len(keys):  # no repeat: the common case
+            return []
+        principal, reconciled_on = self._snapshot
+        sequences = [sequence for first, rows in self._runs for sequence in range(first, first + rows)]
+        found = []
+        for key, total in Counter(keys).items():
+            if total > 1:
+                at = keys.index(key)
+                for n in range(2, total + 1):
+                    at = keys.index(key, at + 1)
+                    found.append((principal, reconciled_on, sequences[at], n))
+        found.sort(key=itemgetter(2))
+        return found
 
     def add(self, tx: Transaction) -> None:
         """One row of the current snapshot."""
         if tx.transaction_id is not None:
-            self._add(tx.sequence, ["B" + tx.transaction_id])
+            self._keys.append(tx.transaction_id)
         else:  # the same values as add_batch's for the same row (a snapshot may come partly as batches)
             interest = "" if tx.interest_date is None else tx.interest_date.isoformat()
             sv, kf = tx.amount_skatteverket_ore, tx.amount_kronofogden_ore
-            self._add(tx.sequence, [(tx.transaction_date.isoformat(), interest, sv, kf, tx.text)])
+            self._keys.append((tx.transaction_date.isoformat(), interest, sv, kf, tx.text))
+        self._runs.append((tx.sequence, 1))
 
     def add_batch(self, batch: TransactionBatch) -> None:
         """Rows of the current snapshot, as the parser's columns ('' is absent)."""
         ids = batch.transaction_id
+        self._runs.append((batch.first_sequence, len(ids)))
         if all(ids):  # booked rows only: the common case
-            self._add(batch.first_sequence, ["B" + tid for tid in ids])
+            self._keys += ids
             return
-        self._add(
-            batch.first_sequence,
-            [
-                "B" + tid if tid else (day, interest, _ore(sv), _ore(kf), text)
-                for tid, day, interest, text, sv, kf in zip(
-                    ids,
-                    batch.transaction_date,
-                    batch.interest_date,
-                    batch.text,
-                    batch.amount_skatteverket_ore,
-                    batch.amount_kronofogden_ore,
-                    strict=True,
-                )
-            ],
-        )
+        keys: list[object] = list(ids)
+        at = ids.index("")
+        while True:  # an unbooked row's key is its content
+            keys[at] = (
+                batch.transaction_date[at],
+                batch.interest_date[at],
+                _ore(batch.amount_skatteverket_ore[at]),
+                _ore(batch.amount_kronofogden_ore[at]),
+                batch.text[at],
+            )
+            try:
+                at = ids.index("", at + 1)
+            except ValueError:
+                break
+        self._keys += keys
 
 
 # ----------------------------------------------------------------------------------------- writing

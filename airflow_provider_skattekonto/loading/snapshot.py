@@ -251,7 +251,6 @@ def _stream(
     add = sink.add
     add_batch = sink.add_batch
     repeats = Occurrences()
-    c.occurrences = repeats.repeats
     trailer: FileTrailer | None = None
     index = 1
     for rec in it:
@@ -335,6 +334,7 @@ def _stream(
             f"but the file holds {counted}; the file is inconsistent, nothing was loaded."
         )
     sink.flush()
+    c.occurrences = repeats.repeats
     return c
 
 
