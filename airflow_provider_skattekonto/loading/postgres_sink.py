@@ -195,48 +195,91 @@ class _Psycopg3Sink(_CopyTextSink):
             copy.write(self._balance_copy_data(balances))
 
 
+class _CopyFeed:
+    """A file-like source for one psycopg2 ``copy_expert`` running on a helper thread: ``read`` hands over
+    the chunks :meth:`put` queues (at most ``_QUEUED_CHUNKS`` wait), ``b""`` after :meth:`close`, and an
+    error after :meth:`abort` (psycopg2 then ends the ``COPY`` with a failure and the server discards it)."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self.chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=_QUEUED_CHUNKS)
+
+    def read(self, size: int = -1) -> bytes:  # psycopg2 sends whatever it gets, whatever the size
+        chunk = self.chunks.get()
+        if isinstance(chunk, BaseException):
+            raise chunk
+        return chunk
+
+
+_QUEUED_CHUNKS = 2  # chunks of about 1 MiB waiting for the helper thread: memory stays flat
+
+
 class _Psycopg2Sink(_CopyTextSink):
-    """psycopg2: one ``copy_expert`` per chunk, sent by a helper thread while the next chunk is
-    formatted (psycopg2 releases the GIL during network I/O). Only one thread uses the connection at
-    a time: every other statement waits for the chunk in flight."""
+    """psycopg2: one ``COPY`` stays open while the transactions stream, as with psycopg 3: ``copy_expert``
+    runs on a helper thread and reads the chunks from a short queue (psycopg2 releases the GIL while it
+    sends), so the server ingests while the next chunks are parsed and formatted. It is closed only when
+    another statement is needed (a new reconciliation period's prefetch, and the end): only one thread uses
+    the connection at a time."""
 
     def __init__(self, cur: Any, names: TableNames, orderer: str, file_id: str, batch: int, encoding: str) -> None:
         super().__init__(cur, names, orderer, file_id, batch, encoding)
         self.executor: Any = None
-        self.in_flight: Any = None
-        self.in_flight_rows = 0
+        self.copy: Any = None  # the running copy_expert (a Future)
+        self.feed: _CopyFeed | None = None
+        self.pending = 0
 
     def _send(self, data: bytes, rows: int) -> None:
-        self._wait()
-        if self.executor is None:
-            from concurrent.futures import ThreadPoolExecutor
+        if self.feed is None:
+            if self.executor is None:
+                from concurrent.futures import ThreadPoolExecutor
 
-            self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skattekonto-copy")
-        self.in_flight = self.executor.submit(self.cur.copy_expert, self.copy_tx, io.BytesIO(data), 1 << 16)
-        self.in_flight_rows = rows
+                self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skattekonto-copy")
+            self.feed = _CopyFeed()
+            self.copy = self.executor.submit(self.cur.copy_expert, self.copy_tx, self.feed, _COPY_CHUNK)
+        self._put(data)
+        self.pending += rows
 
-    def _wait(self) -> None:
-        if self.in_flight is not None:
-            future, self.in_flight = self.in_flight, None
-            future.result()
-            self.inserted += self.in_flight_rows
-            self.in_flight_rows = 0
+    def _put(self, item: bytes | BaseException) -> None:
+        """Queue ``item`` for the running ``COPY``; if the ``COPY`` has failed, raise its error."""
+        import queue
+
+        assert self.feed is not None
+        while True:
+            try:
+                self.feed.chunks.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                if self.copy.done():  # failed: it reads nothing more
+                    self.copy.result()
+                    raise SnapshotLoadError("the COPY of the transactions ended early") from None
+
+    def _end_copy(self, item: bytes | BaseException) -> None:
+        """Queue the end (``b""``) or an error and wait for the ``COPY`` to finish."""
+        if self.feed is not None:
+            try:
+                self._put(item)
+                self.copy.result()
+            finally:
+                self.feed = self.copy = None
 
     def _send_transactions(self) -> None:
         self._send_parts()
-        self._wait()
+        if self.feed is not None:
+            self._end_copy(b"")
+            self.inserted += self.pending
+            self.pending = 0
+        self._shutdown()
+
+    def _shutdown(self) -> None:
         if self.executor is not None:
             self.executor.shutdown()
             self.executor = None
 
     def abort(self) -> None:
-        if self.in_flight is not None:
-            with suppress(Exception):
-                self.in_flight.result()
-            self.in_flight = None
-        if self.executor is not None:
-            self.executor.shutdown()
-            self.executor = None
+        with suppress(Exception):
+            self._end_copy(SnapshotLoadError("load aborted"))
+        self._shutdown()
 
     def _insert_balances(self, balances: list[Balance]) -> None:
         self.cur.copy_expert(self.copy_balance, io.BytesIO(self._balance_copy_data(balances)), 1 << 16)

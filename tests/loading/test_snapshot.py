@@ -247,6 +247,67 @@ def test_database_error_mid_load_rolls_back(warehouse: Warehouse) -> None:
     assert warehouse.dump() == before
 
 
+def test_database_error_early_in_a_long_load_fails_at_once(warehouse: Warehouse) -> None:
+    """The database rejects a row of the first batch while many batches are still to come: the load raises the
+    database's error (it does not wait, or hang, for the rows after it), and nothing is written."""
+    n = warehouse.names
+    conn = warehouse.open()
+    cur = conn.cursor()
+    if warehouse.kind in ("sqlite", "generic-sqlite"):
+        cur.execute(
+            f"CREATE TRIGGER boom BEFORE INSERT ON {n.transactions} WHEN NEW.transaction_text = 'BOOM'"
+            " BEGIN SELECT RAISE(ABORT, 'BOOM row rejected'); END"
+        )
+    else:
+        cur.execute(f"ALTER TABLE {n.transactions} ADD CONSTRAINT no_boom CHECK (transaction_text <> 'BOOM')")
+    conn.commit()
+    before = warehouse.dump()
+    blocks = [block(P3, 5, text="BOOM"), block(P1, *range(6000)), block(P4, *range(10))]
+    with pytest.raises(Exception, match=r"(?i)boom"):
+        load(warehouse, "F2", at(3), *blocks, batch_rows=50)  # 120 batches after the rejected one
+    assert warehouse.dump() == before
+    assert load(warehouse, "F3", at(3), block(P1, 1)).transactions_inserted == 1  # the connection works on
+
+
+@pytest.mark.parametrize("rows", [100, 5000], ids=["queue-full-at-the-end", "long"])
+def test_load_that_waits_for_a_lock_completes_when_it_goes(warehouse: Warehouse, rows: int) -> None:
+    """Another session holds a lock the load needs while the rows stream (PostgreSQL: the transactions table,
+    so the COPY cannot start and the rows queue up, also when they end; SQLite: the write lock): the load
+    waits and then completes, every row stored."""
+    import threading
+
+    locked, errors = threading.Event(), []
+
+    def hold_lock() -> None:  # its own connection, in its own thread
+        try:
+            locker = warehouse.connect()
+            cur = locker.cursor()
+            if warehouse.kind in ("sqlite", "generic-sqlite"):
+                locker.isolation_level = None
+                cur.execute("BEGIN IMMEDIATE")
+            else:
+                cur.execute(f"LOCK TABLE {warehouse.names.transactions} IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            threading.Event().wait(1.0)
+            locker.commit()
+            locker.close()
+        except BaseException as exc:
+            errors.append(exc)
+            locked.set()
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    locked.wait(10)
+    try:
+        result = load(warehouse, "F1", at(2), block(P1, *range(rows)), batch_rows=50)
+    finally:
+        holder.join()
+    assert errors == []
+    assert result.transactions_inserted == rows
+    [(stored,)] = warehouse.query(f"SELECT COUNT(*) FROM {warehouse.names.transactions}")
+    assert stored == rows
+
+
 def test_connection_lost_mid_load_rolls_back(warehouse: Warehouse) -> None:
     load(warehouse, "F1", at(2), block(P1, 1), block(P2, 2))
     before = warehouse.dump()
@@ -271,13 +332,13 @@ def test_connection_lost_mid_load_rolls_back(warehouse: Warehouse) -> None:
 
     def stream() -> Iterator[Record]:
         for index, rec in enumerate(records(header("F2", at(3)), [block(P1, *range(3000)), block(P3, 1)])):
-            if index == 2000:
+            if index == 200:  # early: many batches come after it
                 drop_connection()
             yield rec
 
     failed = False
     try:
-        warehouse.load(stream(), sha256=fake_sha("F2"), conn=held["conn"], batch_rows=500)
+        warehouse.load(stream(), sha256=fake_sha("F2"), conn=held["conn"], batch_rows=50)
     except Exception:  # the driver's own error type for a lost connection
         failed = True
     assert failed
