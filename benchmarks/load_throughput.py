@@ -45,7 +45,7 @@ BENCHMARK = "load_throughput"
 SCRIPT = Path(__file__).resolve()
 ORDERER = "5560000167"
 DEFAULT_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=5"
-TARGET_RATIO = 1.5
+TARGET_RATIO = {"sqlite": 1.5, "pg-psycopg2": 1.5, "pg-psycopg3": 1.3}  # ours / baseline, like for like
 TARGET_FLATNESS = 2.0
 TARGET_PARSE_ROWS_PER_S = 900_000
 
@@ -138,12 +138,59 @@ def _transaction_tuples(path: str, file_id: str) -> tuple[list[tuple[Any, ...]],
     return tx, balances
 
 
+_FEED_COLUMNS = (
+    "orderer",
+    "principal",
+    "reconciled_on",
+    "identity",
+    "first_file_id",
+    "sequence_no",
+    "transaction_id",
+    "transaction_date",
+    "interest_date",
+    "transaction_text",
+    "amount_skatteverket_ore",
+    "amount_kronofogden_ore",
+)
+_HISTORY_COLUMNS = (
+    "orderer",
+    "principal",
+    "reconciled_on",
+    "snapshot_no",
+    "file_id",
+    "balance_skatteverket_ore",
+    "balance_kronofogden_ore",
+    "interest_skatteverket_ore",
+    "last_updated",
+)
+
+
+def _feed_tuples(
+    tx: list[tuple[Any, ...]], balances: list[tuple[Any, ...]]
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The change-feed rows (``_FEED_COLUMNS``) a first load writes for these transactions, with their
+    identities (``change_feed.identity_sql``), and the balance-history rows (``_HISTORY_COLUMNS``)."""
+    feed = []
+    counts: dict[tuple[Any, ...], int] = {}
+    for orderer, principal, period, file_id, sequence, tid, day, interest, text, sv, kf in tx:
+        if tid is not None:
+            key = "B" + tid
+        else:
+            amounts = ("" if sv is None else str(sv), "" if kf is None else str(kf))
+            key = "U" + "|".join((day, interest or "", *amounts, text))
+        n = counts[(principal, period, key)] = counts.get((principal, period, key), 0) + 1
+        feed.append((orderer, principal, period, f"{key}#{n}", file_id, sequence, tid, day, interest, text, sv, kf))
+    history = [(o, p, r, 1, f, sv, kf, interest, updated) for o, p, r, f, sv, kf, interest, updated, _ in balances]
+    return feed, history
+
+
 def child_prepare_csv(spec: dict[str, Any]) -> dict[str, Any]:
     """Write the rows of the file as CSV for the PostgreSQL COPY baseline (empty unquoted field = NULL)."""
     import csv
 
     tx, balances = _transaction_tuples(spec["path"], spec["file_id"])
-    for name, rows in (("tx_csv", tx), ("balance_csv", balances)):
+    feed, history = _feed_tuples(tx, balances)
+    for name, rows in (("tx_csv", tx), ("balance_csv", balances), ("feed_csv", feed), ("history_csv", history)):
         with open(spec[name], "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerows(("" if v is None else v for v in row) for row in rows)
@@ -289,7 +336,11 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
 
     SQLite: ``executemany`` of pre-parsed tuples (parsed before the clock starts).
     PostgreSQL: ``COPY ... FROM STDIN (FORMAT csv)`` of the prepared CSV files.
+    With ``feed``: also the change-feed and balance-history rows a first load writes (identities computed
+    before the clock starts), the same way, into the same tables and indexes (``feed_ddl_statements``);
+    ``feed_seconds`` is that part.
     """
+    from airflow_provider_skattekonto.loading.change_feed import feed_ddl_statements, feed_names
     from airflow_provider_skattekonto.loading.names import BALANCE_COLUMNS, TRANSACTION_COLUMNS, table_names
     from airflow_provider_skattekonto.loading.tables import _FILE_COLUMNS, ddl_statements
 
@@ -297,51 +348,68 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     dialect = "sqlite" if target == "sqlite" else "postgresql"
     schema = spec.get("schema") if dialect == "postgresql" else None
     names = table_names(spec["prefix"], schema)
+    feed_tables = feed_names(spec["prefix"], schema)
     conn = _connect(target, spec["dsn"], spec["sqlite_path"])
     cur = conn.cursor()
     for statement in ddl_statements(dialect=dialect, prefix=spec["prefix"], schema=schema):
         cur.execute(statement)
+    if spec.get("feed"):
+        for table, indexes in feed_ddl_statements(dialect=dialect, prefix=spec["prefix"], schema=schema):
+            for statement in (table, *indexes):
+                cur.execute(statement)
     conn.commit()
-    tx_cols, bal_cols = ", ".join(TRANSACTION_COLUMNS), ", ".join(BALANCE_COLUMNS)
     # the files row the balances reference (the loader writes one too)
     mark = "?" if target == "sqlite" else "%s"
     marks = ", ".join([mark] * len(_FILE_COLUMNS))
     file_sql = f"INSERT INTO {names.files} ({', '.join(_FILE_COLUMNS)}) VALUES ({marks})"
     now = dt.datetime.now(dt.timezone.utc).isoformat()
     file_row = (spec["file_id"], "bench", "0" * 64, ORDERER, "1.0", now, None, now, *([0] * 9))
+    tables = [(names.transactions, TRANSACTION_COLUMNS, "tx_csv"), (names.balances, BALANCE_COLUMNS, "balance_csv")]
+    feed = [(feed_tables.feed, _FEED_COLUMNS, "feed_csv"), (feed_tables.history, _HISTORY_COLUMNS, "history_csv")]
     if target == "sqlite":
         tx, balances = _transaction_tuples(spec["path"], spec["file_id"])
+        rows_of = {"tx_csv": tx, "balance_csv": balances}
+        if spec.get("feed"):
+            rows_of["feed_csv"], rows_of["history_csv"] = _feed_tuples(tx, balances)
         rows = len(tx)
-        tx_sql = f"INSERT INTO {names.transactions} ({tx_cols}) VALUES ({', '.join('?' * len(TRANSACTION_COLUMNS))})"
-        bal_sql = f"INSERT INTO {names.balances} ({bal_cols}) VALUES ({', '.join('?' * len(BALANCE_COLUMNS))})"
+
+        def write(parts: list[tuple[str, tuple[str, ...], str]]) -> None:
+            for table, columns, key in parts:
+                marks = ", ".join("?" * len(columns))
+                conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows_of[key])
+
         cpu0 = cpu_seconds()
         started = time.perf_counter()
         conn.execute("BEGIN")
         conn.execute(file_sql, file_row)
-        conn.executemany(tx_sql, tx)
-        conn.executemany(bal_sql, balances)
-        conn.commit()
     else:
         rows = spec["transactions"]
-        copy_tx = f"COPY {names.transactions} ({tx_cols}) FROM STDIN (FORMAT csv)"
-        copy_bal = f"COPY {names.balances} ({bal_cols}) FROM STDIN (FORMAT csv)"
+
+        def write(parts: list[tuple[str, tuple[str, ...], str]]) -> None:
+            for table, columns, key in parts:
+                sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT csv)"
+                with open(spec[key], encoding="utf-8") as handle:
+                    if target == "pg-psycopg2":
+                        cur.copy_expert(sql, handle, 1 << 20)
+                    else:
+                        with cur.copy(sql) as copy:
+                            while data := handle.read(1 << 20):
+                                copy.write(data)
+
         cpu0 = cpu_seconds()
         started = time.perf_counter()
         cur.execute(file_sql, file_row)
-        for sql, path in ((copy_tx, spec["tx_csv"]), (copy_bal, spec["balance_csv"])):
-            with open(path, encoding="utf-8") as handle:
-                if target == "pg-psycopg2":
-                    cur.copy_expert(sql, handle, 1 << 20)
-                else:
-                    with cur.copy(sql) as copy:
-                        while data := handle.read(1 << 20):
-                            copy.write(data)
-        conn.commit()
+    write(tables)
+    feed_started = time.perf_counter()
+    if spec.get("feed"):
+        write(feed)
+    feed_seconds = time.perf_counter() - feed_started
+    conn.commit()
     seconds = time.perf_counter() - started
     cpu = cpu_seconds() - cpu0
     stored = _count(conn, names.transactions)
     conn.close()
-    return {"seconds": seconds, "cpu_seconds": cpu, "rows": rows, "stored": stored}
+    return {"seconds": seconds, "cpu_seconds": cpu, "rows": rows, "stored": stored, "feed_seconds": feed_seconds}
 
 
 # ------------------------------------------------------------------------------------------ parent
@@ -454,7 +522,8 @@ def _measure(
     spec = {**{k: large[k] for k in ("principals", "transactions_per_principal")}, "path": str(path), "day": 25}
     spec["file_id"] = "bench-next"
     files["next"] = {**spec, **run_child(SCRIPT, "generate", spec, log=log).result}
-    csv_paths = {"tx_csv": str(folder / "tx.csv"), "balance_csv": str(folder / "balances.csv")}
+    csv_names = ("tx_csv", "balance_csv", "feed_csv", "history_csv")
+    csv_paths = {name: str(folder / f"{name[:-4]}.csv") for name in csv_names}
     if any(t.startswith("pg-") for t in targets):
         run_child(SCRIPT, "prepare_csv", {**large, **csv_paths}, log=log)
 
@@ -492,6 +561,7 @@ def _measure(
         for target in targets:
             measure(f"{target} ours (large)", "ours", target, large)
             measure(f"{target} baseline (large)", "baseline", target, large)
+            measure(f"{target} baseline with feed (large)", "baseline", target, large, feed=True)
             measure(f"{target} ours (next morning)", "ours", target, files["next"], previous=large)
     for target in targets:
         measure(f"{target} ours (small)", "ours", target, files["small"])
@@ -541,32 +611,48 @@ def _measure(
             if target == "sqlite"
             else f"COPY (FORMAT csv) of a prepared CSV via {target[3:]}"
         )
+        feed_s = med(f"{target} ours (large)", "feed_seconds")
+        with_feed_s = med(f"{target} baseline with feed (large)", "seconds")
+        base_feed_s = med(f"{target} baseline with feed (large)", "feed_seconds")
+        target_ratio = TARGET_RATIO[target]
         figures.append(
             Figure(
                 BENCHMARK,
-                f"{target}: load time (large)",
+                f"{target}: load time, change feed included (large)",
                 ours_s,
-                base_s,
+                with_feed_s,
                 "s",
-                baseline_name=baseline_name,
-                target=f"ratio <= {TARGET_RATIO}",
-                met=ratio <= TARGET_RATIO,
+                baseline_name=f"{baseline_name}, with the change-feed and balance-history rows of a first load too",
+                target=f"ratio <= {target_ratio}",
+                met=ours_s / with_feed_s <= target_ratio,
                 note=(
-                    f"parse alone takes {parse_s:.2f} s = {parse_s / ours_s:.0%} of ours; ours minus parse = "
-                    f"{ours_s - parse_s:.2f} s vs baseline {base_s:.2f} s"
+                    f"the feed: ours {feed_s:.2f} s, the baseline's {base_feed_s:.2f} s; parse alone takes "
+                    f"{parse_s:.2f} s = {parse_s / ours_s:.0%} of ours"
                 ),
             )
         )
-        feed_s = med(f"{target} ours (large)", "feed_seconds")
         figures.append(
             Figure(
                 BENCHMARK,
-                f"{target}: ours without the change feed, load time (large; informative)",
+                f"{target}: load time without the change feed (large)",
                 ours_s - feed_s,
                 base_s,
                 "s",
-                baseline_name="the same baseline (it writes no change feed or balance history)",
-                note=f"the change feed and balance history SQL took {feed_s:.2f} s = {feed_s / ours_s:.0%} of ours",
+                baseline_name=f"{baseline_name} (no change feed or balance history)",
+                target=f"ratio <= {target_ratio}",
+                met=(ours_s - feed_s) / base_s <= target_ratio,
+                note=f"ours without the change feed and balance history SQL ({feed_s:.2f} s)",
+            )
+        )
+        figures.append(
+            Figure(
+                BENCHMARK,
+                f"{target}: load time, change feed included, against the baseline without it (informative)",
+                ours_s,
+                base_s,
+                "s",
+                baseline_name=f"{baseline_name} (no change feed or balance history)",
+                note=f"ours minus parse = {ours_s - parse_s:.2f} s vs baseline {base_s:.2f} s",
             )
         )
         figures.append(Figure(BENCHMARK, f"{target}: rows/s (large)", rows / ours_s, rows / base_s, "rows/s"))
@@ -616,6 +702,8 @@ def _measure(
                 f"{base_s:.2f}",
                 f"{med(f'{target} ours (large)', 'cpu_seconds'):.2f}",
                 f"{feed_s:.2f}",
+                f"{with_feed_s:.2f}",
+                f"{ours_s / with_feed_s:.2f}",
                 f"{ratio:.2f}",
                 f"{(ours_s - feed_s) / base_s:.2f}",
             )
@@ -630,6 +718,8 @@ def _measure(
             "baseline",
             "ours CPU",
             "change feed",
+            "baseline with feed",
+            "ours/baseline with feed",
             "ours/baseline",
             "(ours - feed)/baseline",
         ),
