@@ -436,16 +436,19 @@ def record_changes(
     # driven by the noted rows); the generic dialect joins the numbers while inserting (portable SQL)
     renumber = bool(occurrences) and dialect != "generic"
 
-    def insert_rows(into: str, columns: str, select: str, condition: str) -> None:
-        """The rows of the loaded keys (that meet ``condition``), with their identities."""
+    def insert_rows(into: str, columns: str, select: str, condition: str) -> int | None:
+        """The rows of the loaded keys (that meet ``condition``), with their identities; how many (None: the
+        driver cannot tell)."""
         identity, join = (numbered, join_numbers) if occurrences and not renumber else (first, "")
-        execute(
-            f"INSERT INTO {into} ({columns}) SELECT {select.format(identity=identity)}"
-            f" FROM {t.balances} b JOIN {t.files} fl ON fl.file_id = b.file_id"
-            f" JOIN {t.transactions} t ON t.orderer = b.orderer AND t.principal = b.principal"
-            f" AND t.reconciled_on = b.reconciled_on AND t.file_id = b.file_id{join}"
-            f" WHERE b.orderer = ? AND b.file_id = ?{condition}",
-            (orderer, file_id),
+        inserted = _rowcount(
+            execute(
+                f"INSERT INTO {into} ({columns}) SELECT {select.format(identity=identity)}"
+                f" FROM {t.balances} b JOIN {t.files} fl ON fl.file_id = b.file_id"
+                f" JOIN {t.transactions} t ON t.orderer = b.orderer AND t.principal = b.principal"
+                f" AND t.reconciled_on = b.reconciled_on AND t.file_id = b.file_id{join}"
+                f" WHERE b.orderer = ? AND b.file_id = ?{condition}",
+                (orderer, file_id),
+            )
         )
         if renumber:  # the feed's rows by its key index (orderer, reconciled_on, principal)
             own = "t.orderer = ? AND t.first_file_id = o.file_id" if into == n.feed else "t.file_id = o.file_id"
@@ -455,8 +458,12 @@ def record_changes(
                 " AND t.principal = o.principal AND t.sequence_no = o.sequence_no",
                 (file_id, orderer) if into == n.feed else (file_id,),
             )
+        return inserted
 
     replaced, fresh = any_key(present), any_key("NOT " + present)
+    # what this load wrote, from the statements' row counts (None where the driver cannot tell: counted after)
+    new: int | None = 0
+    gone: int | None = 0
     if replaced:
         # 1. the current identities of the loaded keys with present feed rows (replaced snapshots)
         insert_rows(
@@ -465,37 +472,58 @@ def record_changes(
             f"t.file_id, t.principal, t.reconciled_on, {{identity}}, {t_content}",
             f" AND {present}" if fresh else "",
         )
-        _compare_snapshots(execute, dialect, n, scratch, orderer, file_id)  # 2. and 3.
+        gone, new = _compare_snapshots(execute, dialect, n, scratch, orderer, file_id)  # 2. and 3.
     if fresh:
         # 4. the rows of the loaded keys without present feed rows (principals new in the file): all new in it
-        insert_rows(
-            n.feed,
-            f"orderer, principal, reconciled_on, identity, first_file_id, first_delivery_morning, {content}",
-            f"t.orderer, t.principal, t.reconciled_on, {{identity}}, t.file_id, fl.delivery_morning, {t_content}",
-            f" AND NOT {present}" if replaced else "",
+        new = _add(
+            new,
+            insert_rows(
+                n.feed,
+                f"orderer, principal, reconciled_on, identity, first_file_id, first_delivery_morning, {content}",
+                f"t.orderer, t.principal, t.reconciled_on, {{identity}}, t.file_id, fl.delivery_morning, {t_content}",
+                f" AND NOT {present}" if replaced else "",
+            ),
         )
     _clear_scratch(execute, dialect, (scratch, numbers), file_id)
     # 5. the balance snapshots, numbered per key
-    execute(
-        f"INSERT INTO {n.history} (orderer, principal, reconciled_on, snapshot_no, file_id, delivery_morning,"
-        " balance_skatteverket_ore, balance_kronofogden_ore, interest_skatteverket_ore, last_updated)"
-        " SELECT b.orderer, b.principal, b.reconciled_on,"
-        f" COALESCE((SELECT MAX(h.snapshot_no) FROM {n.history} h WHERE h.orderer = b.orderer"
-        " AND h.principal = b.principal AND h.reconciled_on = b.reconciled_on), 0) + 1,"
-        " b.file_id, fl.delivery_morning, b.balance_skatteverket_ore, b.balance_kronofogden_ore,"
-        " b.interest_skatteverket_ore, b.last_updated"
-        f" FROM {t.balances} b JOIN {t.files} fl ON fl.file_id = b.file_id WHERE b.orderer = ? AND b.file_id = ?",
-        (orderer, file_id),
+    snapshots = _rowcount(
+        execute(
+            f"INSERT INTO {n.history} (orderer, principal, reconciled_on, snapshot_no, file_id, delivery_morning,"
+            " balance_skatteverket_ore, balance_kronofogden_ore, interest_skatteverket_ore, last_updated)"
+            " SELECT b.orderer, b.principal, b.reconciled_on,"
+            f" COALESCE((SELECT MAX(h.snapshot_no) FROM {n.history} h WHERE h.orderer = b.orderer"
+            " AND h.principal = b.principal AND h.reconciled_on = b.reconciled_on), 0) + 1,"
+            " b.file_id, fl.delivery_morning, b.balance_skatteverket_ore, b.balance_kronofogden_ore,"
+            " b.interest_skatteverket_ore, b.last_updated"
+            f" FROM {t.balances} b JOIN {t.files} fl ON fl.file_id = b.file_id WHERE b.orderer = ? AND b.file_id = ?",
+            (orderer, file_id),
+        )
     )
-    new = _count(execute, f"SELECT COUNT(*) FROM {n.feed} WHERE first_file_id = ?", file_id)
-    gone = _count(execute, f"SELECT COUNT(*) FROM {n.feed} WHERE gone_file_id = ?", file_id)
-    snapshots = _count(execute, f"SELECT COUNT(*) FROM {n.history} WHERE file_id = ?", file_id)
+    if new is None:
+        new = _count(execute, f"SELECT COUNT(*) FROM {n.feed} WHERE first_file_id = ?", file_id)
+    if gone is None:
+        gone = _count(execute, f"SELECT COUNT(*) FROM {n.feed} WHERE gone_file_id = ?", file_id)
+    if snapshots is None:
+        snapshots = _count(execute, f"SELECT COUNT(*) FROM {n.history} WHERE file_id = ?", file_id)
     return FeedCounts(new=new, gone=gone, snapshots=snapshots)
 
 
-def _compare_snapshots(execute: Execute, dialect: str, n: FeedNames, scratch: str, orderer: str, file_id: str) -> None:
+def _rowcount(cursor: Any) -> int | None:
+    """The rows a statement wrote, or None if the driver cannot tell (DB-API: -1 or None)."""
+    count = getattr(cursor, "rowcount", None)
+    return count if isinstance(count, int) and count >= 0 else None
+
+
+def _add(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else a + b
+
+
+def _compare_snapshots(
+    execute: Execute, dialect: str, n: FeedNames, scratch: str, orderer: str, file_id: str
+) -> tuple[int | None, int | None]:
     """Compare the present feed rows of the replaced snapshots with their new identities (in ``scratch``):
-    mark the rows that went as gone, insert the identities not present yet as new."""
+    mark the rows that went as gone, insert the identities not present yet as new; ``(gone, new)`` rows (None:
+    the driver cannot tell)."""
     t = n.tables
     if dialect == "postgresql":
         # Tables filled in this (or a recent) transaction have no statistics yet: the planner would pick
@@ -507,35 +535,40 @@ def _compare_snapshots(execute: Execute, dialect: str, n: FeedNames, scratch: st
         # statement below spends ~0.5 s compiling expressions it then runs once.
         execute("SET LOCAL jit = off", ())
     # 2. present rows of the loaded keys whose identity is not in the new snapshot: gone in this file
-    execute(
-        f"UPDATE {n.feed} AS f SET gone_file_id = ?,"
-        f" gone_delivery_morning = (SELECT fl.delivery_morning FROM {t.files} fl WHERE fl.file_id = ?)"
-        " WHERE f.orderer = ? AND f.gone_file_id IS NULL"
-        f" AND f.reconciled_on IN (SELECT DISTINCT r.reconciled_on FROM {t.balances} r"
-        " WHERE r.orderer = ? AND r.file_id = ?)"
-        f" AND EXISTS (SELECT 1 FROM {t.balances} b WHERE b.orderer = f.orderer AND b.principal = f.principal"
-        " AND b.reconciled_on = f.reconciled_on AND b.file_id = ?)"
-        f" AND NOT EXISTS (SELECT 1 FROM {scratch} s WHERE s.file_id = ? AND s.reconciled_on = f.reconciled_on"
-        " AND s.principal = f.principal AND s.identity = f.identity)",
-        (file_id, file_id, orderer, orderer, file_id, file_id, file_id),
+    gone = _rowcount(
+        execute(
+            f"UPDATE {n.feed} AS f SET gone_file_id = ?,"
+            f" gone_delivery_morning = (SELECT fl.delivery_morning FROM {t.files} fl WHERE fl.file_id = ?)"
+            " WHERE f.orderer = ? AND f.gone_file_id IS NULL"
+            f" AND f.reconciled_on IN (SELECT DISTINCT r.reconciled_on FROM {t.balances} r"
+            " WHERE r.orderer = ? AND r.file_id = ?)"
+            f" AND EXISTS (SELECT 1 FROM {t.balances} b WHERE b.orderer = f.orderer AND b.principal = f.principal"
+            " AND b.reconciled_on = f.reconciled_on AND b.file_id = ?)"
+            f" AND NOT EXISTS (SELECT 1 FROM {scratch} s WHERE s.file_id = ? AND s.reconciled_on = f.reconciled_on"
+            " AND s.principal = f.principal AND s.identity = f.identity)",
+            (file_id, file_id, orderer, orderer, file_id, file_id, file_id),
+        )
     )
     # 3. identities of the replaced snapshots not present yet: new in this file
     content = ", ".join(_CONTENT_COLUMNS)
     s_content = ", ".join(f"s.{c}" for c in _CONTENT_COLUMNS)
-    execute(
-        f"INSERT INTO {n.feed} (orderer, principal, reconciled_on, identity, first_file_id,"
-        f" first_delivery_morning, {content})"
-        " SELECT fl.orderer, s.principal, s.reconciled_on, s.identity, fl.file_id, fl.delivery_morning,"
-        f" {s_content}"
-        f" FROM {scratch} s JOIN {t.files} fl ON fl.file_id = s.file_id"
-        " WHERE s.file_id = ? AND NOT EXISTS ("
-        f"SELECT 1 FROM {n.feed} f WHERE f.orderer = fl.orderer AND f.reconciled_on = s.reconciled_on"
-        " AND f.principal = s.principal AND f.identity = s.identity AND f.gone_file_id IS NULL)",
-        (file_id,),
+    new = _rowcount(
+        execute(
+            f"INSERT INTO {n.feed} (orderer, principal, reconciled_on, identity, first_file_id,"
+            f" first_delivery_morning, {content})"
+            " SELECT fl.orderer, s.principal, s.reconciled_on, s.identity, fl.file_id, fl.delivery_morning,"
+            f" {s_content}"
+            f" FROM {scratch} s JOIN {t.files} fl ON fl.file_id = s.file_id"
+            " WHERE s.file_id = ? AND NOT EXISTS ("
+            f"SELECT 1 FROM {n.feed} f WHERE f.orderer = fl.orderer AND f.reconciled_on = s.reconciled_on"
+            " AND f.principal = s.principal AND f.identity = s.identity AND f.gone_file_id IS NULL)",
+            (file_id,),
+        )
     )
     if dialect == "postgresql":
         execute("SET LOCAL enable_nestloop = on", ())
         execute("SET LOCAL jit = DEFAULT", ())
+    return gone, new
 
 
 def _count(execute: Execute, sql: str, value: Any) -> int:

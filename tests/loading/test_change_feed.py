@@ -232,6 +232,12 @@ def test_streamed_identities_are_those_of_identity_sql(warehouse: Warehouse, thr
         [(present,)] = warehouse.query(f"SELECT COUNT(*) FROM {feed} WHERE gone_file_id IS NULL")
         assert present == len(rows)
         assert result.transactions_new > 0
+        # the counts the load reports (from the statements' row counts) are what the feed holds
+        [(new, gone)] = warehouse.query(
+            f"SELECT SUM(CASE WHEN first_file_id = '{file_id}' THEN 1 ELSE 0 END),"
+            f" SUM(CASE WHEN gone_file_id = '{file_id}' THEN 1 ELSE 0 END) FROM {feed}"
+        )
+        assert (result.transactions_new, result.transactions_gone) == (new, gone)
     assert result.transactions_gone > 0
 
 
