@@ -138,20 +138,8 @@ def _transaction_tuples(path: str, file_id: str) -> tuple[list[tuple[Any, ...]],
     return tx, balances
 
 
-_FEED_COLUMNS = (
-    "orderer",
-    "principal",
-    "reconciled_on",
-    "identity",
-    "first_file_id",
-    "sequence_no",
-    "transaction_id",
-    "transaction_date",
-    "interest_date",
-    "transaction_text",
-    "amount_skatteverket_ore",
-    "amount_kronofogden_ore",
-)
+# the change-feed columns a first load writes: its key, then the transaction's content (TRANSACTION_COLUMNS[4:])
+_FEED_KEY_COLUMNS = ("orderer", "principal", "reconciled_on", "identity", "first_file_id")
 _HISTORY_COLUMNS = (
     "orderer",
     "principal",
@@ -168,8 +156,9 @@ _HISTORY_COLUMNS = (
 def _feed_tuples(
     tx: list[tuple[Any, ...]], balances: list[tuple[Any, ...]]
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """The change-feed rows (``_FEED_COLUMNS``) a first load writes for these transactions, with their
-    identities (``change_feed.identity_sql``), and the balance-history rows (``_HISTORY_COLUMNS``)."""
+    """The change-feed rows a first load writes for these transactions (``_FEED_KEY_COLUMNS``, then
+    ``TRANSACTION_COLUMNS[4:]``), with their identities (``change_feed.identity_sql``), and the balance-history
+    rows (``_HISTORY_COLUMNS``)."""
     feed = []
     counts: dict[tuple[Any, ...], int] = {}
     for orderer, principal, period, file_id, sequence, tid, day, interest, text, sv, kf in tx:
@@ -365,7 +354,8 @@ def child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     now = dt.datetime.now(dt.timezone.utc).isoformat()
     file_row = (spec["file_id"], "bench", "0" * 64, ORDERER, "1.0", now, None, now, *([0] * 9))
     tables = [(names.transactions, TRANSACTION_COLUMNS, "tx_csv"), (names.balances, BALANCE_COLUMNS, "balance_csv")]
-    feed = [(feed_tables.feed, _FEED_COLUMNS, "feed_csv"), (feed_tables.history, _HISTORY_COLUMNS, "history_csv")]
+    feed_columns = (*_FEED_KEY_COLUMNS, *TRANSACTION_COLUMNS[4:])
+    feed = [(feed_tables.feed, feed_columns, "feed_csv"), (feed_tables.history, _HISTORY_COLUMNS, "history_csv")]
     if target == "sqlite":
         tx, balances = _transaction_tuples(spec["path"], spec["file_id"])
         rows_of = {"tx_csv": tx, "balance_csv": balances}

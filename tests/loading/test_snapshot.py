@@ -226,9 +226,8 @@ def test_structural_errors_roll_back(warehouse: Warehouse, mutate, message: str)
     assert warehouse.dump() == before
 
 
-def test_database_error_mid_load_rolls_back(warehouse: Warehouse) -> None:
-    """A constraint violation provoked by a row in the middle (after earlier batches were sent)."""
-    load(warehouse, "F1", at(2), block(P1, 1), block(P2, 2))
+def _reject_boom_rows(warehouse: Warehouse) -> None:
+    """Make the database itself reject a transaction whose text is 'BOOM' (a trigger or a check constraint)."""
     n = warehouse.names
     conn = warehouse.open()
     cur = conn.cursor()
@@ -240,6 +239,12 @@ def test_database_error_mid_load_rolls_back(warehouse: Warehouse) -> None:
     else:
         cur.execute(f"ALTER TABLE {n.transactions} ADD CONSTRAINT no_boom CHECK (transaction_text <> 'BOOM')")
     conn.commit()
+
+
+def test_database_error_mid_load_rolls_back(warehouse: Warehouse) -> None:
+    """A constraint violation provoked by a row in the middle (after earlier batches were sent)."""
+    load(warehouse, "F1", at(2), block(P1, 1), block(P2, 2))
+    _reject_boom_rows(warehouse)
     before = warehouse.dump()
     blocks = [block(P1, *range(2000)), block(P3, 5, text="BOOM"), block(P4, *range(10))]
     with pytest.raises(Exception, match=r"(?i)boom"):
@@ -250,17 +255,7 @@ def test_database_error_mid_load_rolls_back(warehouse: Warehouse) -> None:
 def test_database_error_early_in_a_long_load_fails_at_once(warehouse: Warehouse) -> None:
     """The database rejects a row of the first batch while many batches are still to come: the load raises the
     database's error (it does not wait, or hang, for the rows after it), and nothing is written."""
-    n = warehouse.names
-    conn = warehouse.open()
-    cur = conn.cursor()
-    if warehouse.kind in ("sqlite", "generic-sqlite"):
-        cur.execute(
-            f"CREATE TRIGGER boom BEFORE INSERT ON {n.transactions} WHEN NEW.transaction_text = 'BOOM'"
-            " BEGIN SELECT RAISE(ABORT, 'BOOM row rejected'); END"
-        )
-    else:
-        cur.execute(f"ALTER TABLE {n.transactions} ADD CONSTRAINT no_boom CHECK (transaction_text <> 'BOOM')")
-    conn.commit()
+    _reject_boom_rows(warehouse)
     before = warehouse.dump()
     blocks = [block(P3, 5, text="BOOM"), block(P1, *range(6000)), block(P4, *range(10))]
     with pytest.raises(Exception, match=r"(?i)boom"):
