@@ -134,8 +134,9 @@ class Handler(TokenEndpoints, BestallEndpoint, EtransportEndpoints, AdminEndpoin
         """Apply slow/status/drop faults; False when the request has been answered (or dropped)."""
         faults = self.sandbox.faults
         slow = faults.take(("slow",), self._route, self._path)
-        if slow is not None:
-            self.server.stopping.wait(slow.seconds)
+        if slow is not None and not self.sandbox.slow_pause(slow.seconds):
+            self._drop(counted=False)
+            return False
         fault = faults.take(("status", "drop", "drop_mid_response"), self._route, self._path)
         if fault is None:
             return True

@@ -113,6 +113,8 @@ class Sandbox:
             directory / "etransport", calendar, self.faults, lambda: self.settings.generation()
         )
         self._stats_lock = threading.Lock()
+        # set by reset() and stop(): ends the slow-fault pauses of the requests accepted before (see slow_pause)
+        self._pauses_over = threading.Event()
         self._requests: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self._bytes_served = 0
         self._unexpected_headers: Counter[str] = Counter()
@@ -204,12 +206,18 @@ class Sandbox:
     def server_stopping(self) -> bool:
         return self._server is None or self._server.stopping.is_set()
 
+    def slow_pause(self, seconds: float) -> bool:
+        """Hold a request for a slow fault; False when a reset (or stop) ended the pause: the request belongs
+        to an earlier test, which is over, so it is dropped unprocessed instead of landing in the next one."""
+        return not self._pauses_over.wait(seconds)
+
     def stop(self) -> None:
         """Stop serving, close every connection and wait for the accept loop to end. Idempotent."""
         server, self._server = self._server, None
         if server is None:
             return
         server.stopping.set()
+        self._pauses_over.set()
         server.shutdown()
         server.server_close()
         server.close_connections()
@@ -431,8 +439,11 @@ class Sandbox:
         """Clear faults, orders, files, tokens, rate-limit buckets, stats and settings changes.
 
         The PKI and the registered clients (ids, secrets, refresh tokens) are kept, so connections
-        stay valid. The clock goes back to real time (or ``now``) at ``speed``.
+        stay valid. The clock goes back to real time (or ``now``) at ``speed``. Requests still held by a slow
+        fault are dropped unprocessed: a request from before the reset never changes the state after it.
         """
+        self._pauses_over.set()  # requests still held by a slow fault are dropped, not processed after the reset
+        self._pauses_over = threading.Event()
         self.faults.reset()
         self.production.reset()
         self.registry.clear_tokens()

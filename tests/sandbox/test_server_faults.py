@@ -103,6 +103,24 @@ def test_slow_fault_delays_the_answer(
     assert sandbox.stats()["faults_applied"]["slow"] == 2
 
 
+def test_a_reset_drops_a_request_still_held_by_a_slow_fault(
+    sandbox: Sandbox, sandbox_bestall: Bestall, sandbox_token: Token, sandbox_http: Http
+) -> None:
+    """A test's timed-out request never lands in the next test: the reset between them drops it unprocessed."""
+    token = sandbox_token()
+    sandbox.faults.slow("bestall", 120)
+    with pytest.raises(httpx.ReadTimeout):
+        sandbox_bestall(token=token, client=sandbox_http("orderer", timeout=httpx.Timeout(10.0, read=0.3)))
+    held = sandbox.stats()["connections_open"]
+    sandbox.reset()
+    deadline = time.monotonic() + 60  # far less than the fault's pause: it is the reset that ends the request
+    while sandbox.stats()["connections_open"] >= held:
+        assert time.monotonic() < deadline, "the held request outlived the reset"
+        time.sleep(0.01)
+    assert sandbox.orders() == []
+    assert "bestall" not in sandbox.stats()["requests"]
+
+
 def test_expire_tokens_invalidates_every_issued_token(
     sandbox: Sandbox, sandbox_bestall: Bestall, sandbox_token: Token
 ) -> None:
