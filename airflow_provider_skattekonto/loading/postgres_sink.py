@@ -1,6 +1,7 @@
 """The PostgreSQL sinks: set-based deletes of replaced snapshots and text ``COPY`` of the rows, through
-psycopg 3 (one ``COPY`` kept open while the rows stream) or psycopg2 (``copy_expert`` per chunk on a
-helper thread). No Airflow import; the drivers are never imported here (the connection brings them).
+one ``COPY`` kept open while the rows stream: psycopg 3 (``Copy.write``) or psycopg2 (one ``copy_expert`` on a
+helper thread, fed through a queue). No Airflow import; the drivers are never imported here (the connection brings
+them).
 """
 
 from __future__ import annotations
@@ -196,9 +197,10 @@ class _Psycopg3Sink(_CopyTextSink):
 
 
 class _CopyFeed:
-    """A file-like source for one psycopg2 ``copy_expert`` running on a helper thread: ``read`` hands over
-    the chunks :meth:`put` queues (at most ``_QUEUED_CHUNKS`` wait), ``b""`` after :meth:`close`, and an
-    error after :meth:`abort` (psycopg2 then ends the ``COPY`` with a failure and the server discards it)."""
+    """A file-like source for one psycopg2 ``copy_expert`` running on a helper thread: ``read`` hands over what
+    the loading thread queues in ``chunks`` (at most ``_QUEUED_CHUNKS`` wait): the next chunk, ``b""`` for the
+    end, or an exception, which ``read`` raises (psycopg2 then ends the ``COPY`` with a failure and the server
+    discards it)."""
 
     def __init__(self) -> None:
         import queue
