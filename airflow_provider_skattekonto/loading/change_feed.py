@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -436,9 +437,7 @@ def record_changes(
     # driven by the noted rows); the generic dialect joins the numbers while inserting (portable SQL)
     renumber = bool(occurrences) and dialect != "generic"
     if renumber and dialect == "postgresql":
-        # The rows this load just inserted have no statistics yet: the planner takes them for a handful and
-        # joins each noted row against all of them (a nested loop: 2,066 noted rows of a 208,000-row file took
-        # 90 s). The renumbering below is a hash join over the noted rows, sized by their statistics.
+        # The noted rows' statistics: the renumbering below hash-joins them (_hash_joins), sized by them.
         execute(f"ANALYZE {numbers}", ())
 
     def insert_rows(into: str, columns: str, select: str, condition: str) -> int | None:
@@ -457,18 +456,13 @@ def record_changes(
         )
         if renumber:
             own = "t.orderer = ? AND t.first_file_id = o.file_id" if into == n.feed else "t.file_id = o.file_id"
-            if dialect == "postgresql":
-                execute("SET LOCAL enable_nestloop = off", ())
-                execute("SET LOCAL jit = off", ())
-            execute(
-                f"UPDATE {into} AS t SET identity = {numbered} FROM {numbers} o"
-                f" WHERE o.file_id = ? AND {own} AND t.reconciled_on = o.reconciled_on"
-                " AND t.principal = o.principal AND t.sequence_no = o.sequence_no",
-                (file_id, orderer) if into == n.feed else (file_id,),
-            )
-            if dialect == "postgresql":
-                execute("SET LOCAL enable_nestloop = on", ())
-                execute("SET LOCAL jit = DEFAULT", ())
+            with _hash_joins(execute, dialect):
+                execute(
+                    f"UPDATE {into} AS t SET identity = {numbered} FROM {numbers} o"
+                    f" WHERE o.file_id = ? AND {own} AND t.reconciled_on = o.reconciled_on"
+                    " AND t.principal = o.principal AND t.sequence_no = o.sequence_no",
+                    (file_id, orderer) if into == n.feed else (file_id,),
+                )
         return inserted
 
     replaced, fresh = any_key(present), any_key("NOT " + present)
@@ -529,22 +523,43 @@ def _add(a: int | None, b: int | None) -> int | None:
     return None if a is None or b is None else a + b
 
 
+@contextmanager
+def _hash_joins(execute: Execute, dialect: str) -> Iterator[None]:
+    """PostgreSQL: the statements inside are planned without nested loops (hash joins), and without JIT.
+
+    Tables filled in this (or a recent) transaction have no statistics yet: the planner takes them for a handful
+    of rows and picks nested loops over them (a renumbering of 2,066 rows of a 208,000-row file took 90 s). These
+    are set-based statements over whole snapshots: hash joins. ``enable_nestloop = off`` inflates every plan's
+    cost estimate past ``jit_above_cost``: without ``jit = off`` each statement spends ~0.5 s compiling
+    expressions it then runs once. The settings are restored when the block ends without an error (after an
+    error the transaction is lost anyway, and a statement would hide the error)."""
+    if dialect != "postgresql":
+        yield
+        return
+    execute("SET LOCAL enable_nestloop = off", ())
+    execute("SET LOCAL jit = off", ())
+    yield
+    execute("SET LOCAL enable_nestloop = on", ())
+    execute("SET LOCAL jit = DEFAULT", ())
+
+
 def _compare_snapshots(
     execute: Execute, dialect: str, n: FeedNames, scratch: str, orderer: str, file_id: str
 ) -> tuple[int | None, int | None]:
     """Compare the present feed rows of the replaced snapshots with their new identities (in ``scratch``):
     mark the rows that went as gone, insert the identities not present yet as new; ``(gone, new)`` rows (None:
     the driver cannot tell)."""
-    t = n.tables
     if dialect == "postgresql":
-        # Tables filled in this (or a recent) transaction have no statistics yet: the planner would pick
-        # nested loops over them. These are set-based statements over whole snapshots: hash joins.
-        execute("SET LOCAL enable_nestloop = off", ())
         # The scratch rows' statistics (a fraction of a second): the planner sizes the joins below by them.
         execute(f"ANALYZE {scratch}", ())
-        # enable_nestloop = off inflates every plan's cost estimate past jit_above_cost: without this, each
-        # statement below spends ~0.5 s compiling expressions it then runs once.
-        execute("SET LOCAL jit = off", ())
+    with _hash_joins(execute, dialect):
+        return _gone_and_new(execute, n, scratch, orderer, file_id)
+
+
+def _gone_and_new(
+    execute: Execute, n: FeedNames, scratch: str, orderer: str, file_id: str
+) -> tuple[int | None, int | None]:
+    t = n.tables
     # 2. present rows of the loaded keys whose identity is not in the new snapshot: gone in this file
     gone = _rowcount(
         execute(
@@ -576,9 +591,6 @@ def _compare_snapshots(
             (file_id,),
         )
     )
-    if dialect == "postgresql":
-        execute("SET LOCAL enable_nestloop = on", ())
-        execute("SET LOCAL jit = DEFAULT", ())
     return gone, new
 
 
