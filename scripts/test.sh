@@ -22,6 +22,10 @@
 # step; PYTHON picks the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Every test process (xdist workers, the Airflow processes of the system tests, the sandbox) imports the provider,
+# and pytest rewrites every test module in each worker: with bytecode written once to __pycache__, they read it
+# instead of compiling the same sources again in each process.
+unset PYTHONDONTWRITEBYTECODE
 
 PYTHON=${PYTHON:-python3}
 AIRFLOW_MATRIX=${AIRFLOW_MATRIX:-newest 3.0.6}
@@ -48,8 +52,7 @@ install() { # install the provider with its test dependencies for one Airflow ve
   fi
   case " $AIRFLOW_SYSTEM " in *" $version "*) extras=$extras,system ;; esac
   echo "== Airflow $version: installing into $venv"
-  # --compile-bytecode: the .pyc files are written once, at install; where PYTHONDONTWRITEBYTECODE is set, every
-  # test process (xdist workers, the subprocesses the tests start) would otherwise compile Airflow again.
+  # --compile-bytecode: the .pyc files of the dependencies are written once, at install, not by the first processes.
   .venv/bin/uv pip install --quiet --compile-bytecode --python "$venv/bin/python" -e ".[$extras]" "${pins[@]}"
   echo "== Airflow $version: $("$venv/bin/python" -c 'import airflow; print(airflow.__version__)' 2>/dev/null) in $venv"
 }

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from typing import Any
 
 
 @contextmanager
 def api_client() -> Iterator[Any]:
-    """A client of Airflow's API server app (REST API and plugin apps), signed in as an admin."""
+    """A client of Airflow's API server app (REST API, UI API and plugin apps), signed in as an admin."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(_core_app()) as client:
+        yield client
+
+
+@cache
+def _core_app() -> Any:
+    """The API server app, built once per process: building it takes seconds, and it keeps no state of its own."""
     from airflow.api_fastapi.app import create_app
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
     from airflow.api_fastapi.core_api.security import get_user
-    from fastapi.testclient import TestClient
 
     app = create_app("core")
     app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username="test", role="ADMIN")
-    with TestClient(app) as client:
-        yield client
+    return app
 
 
 def extra_links(dag_id: str, task_id: str, *, map_index: int = -1) -> dict[str, str | None]:

@@ -178,8 +178,13 @@ def _load_cert(path: Path) -> x509.Certificate | None:
 
 
 def _load_key(path: Path) -> rsa.RSAPrivateKey | None:
+    """The PEM key this module wrote to ``path``, or None when it is missing or unreadable.
+
+    OpenSSL's RSA consistency check is skipped: it costs more than the rest of a sandbox start, these keys are
+    the sandbox's own, and :func:`ensure_pki` replaces a key that does not match its certificate (:func:`_matches`).
+    """
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None, unsafe_skip_rsa_key_validation=True)
     except (OSError, ValueError, TypeError):
         return None
     return key if isinstance(key, rsa.RSAPrivateKey) else None

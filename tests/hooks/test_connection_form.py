@@ -21,6 +21,7 @@ from airflow_provider_skattekonto.hooks._connection import (
     form_widgets,
     parse_connection,
 )
+from tests.rest_api import api_client
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 STANDARD_FIELDS = {"host", "login", "password"}
@@ -112,15 +113,10 @@ def test_blank_values_take_the_defaults_and_numbers_become_text() -> None:
 
 
 @pytest.mark.airflow_db
-def test_the_ui_api_serves_our_connection_form(airflow_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_ui_api_serves_our_connection_form(airflow_db: Path) -> None:
     """What the Airflow UI renders: the api-server's ``/ui/connections/hook_meta`` for ``skattekonto``."""
-    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
-    from airflow.api_fastapi.app import create_app
-    from fastapi.testclient import TestClient
-
-    client = TestClient(create_app("core"))
-    token = client.get("/auth/token").json()["access_token"]
-    answer = client.get("/ui/connections/hook_meta", headers={"Authorization": f"Bearer {token}"})
+    with api_client() as client:
+        answer = client.get("/ui/connections/hook_meta")
     assert answer.status_code == 200, answer.text
     (meta,) = [m for m in answer.json() if m["connection_type"] == "skattekonto"]
     assert meta["hook_name"] == "Skatteverket Skattekonto"
