@@ -239,11 +239,13 @@ class SkattekontoHook(BaseHook):
                     data = Path(config.certificate_p12_path).expanduser().read_bytes()
                 else:
                     data = base64.b64decode(config.certificate_p12_base64 or "", validate=True)
-                loaded = certificates.load_pkcs12(data, config.certificate_password, source=source)
+                loaded = _loaded_once(certificates.load_pkcs12, data, config.certificate_password, source=source)
             else:
                 cert_pem = Path(config.certificate_pem_path or "").expanduser().read_bytes()
                 key_pem = Path(config.private_key_pem_path or "").expanduser().read_bytes()
-                loaded = certificates.load_pem(cert_pem, key_pem, config.certificate_password, source=source)
+                loaded = _loaded_once(
+                    certificates.load_pem, cert_pem, key_pem, config.certificate_password, source=source
+                )
         except OSError as exc:
             raise CertificateError(
                 f"Cannot read the organisation certificate ({source}): {exc.strerror or exc}. The file must "
@@ -784,6 +786,30 @@ class SkattekontoHook(BaseHook):
 # holding many waits, or a worker running many hooks, loads the certificate and CA bundle once.
 _TLS_CONTEXTS: dict[tuple[Any, ...], tuple[ssl.SSLContext, LoadedCertificate | None]] = {}
 _TLS_LOCK = threading.Lock()
+
+# The certificates loaded in this process, by what was loaded (the bytes, the password and where they came from):
+# checking an RSA key costs tens of milliseconds, and several connections often use one organisation certificate.
+_CERTIFICATES: dict[bytes, LoadedCertificate] = {}
+_CERTIFICATES_KEPT = 32
+_CERTIFICATES_LOCK = threading.Lock()  # not _TLS_LOCK: that one is held while a certificate loads
+
+
+def _loaded_once(load: Callable[..., LoadedCertificate], *parts: bytes | str | None, source: str) -> LoadedCertificate:
+    """``load(*parts, source=source)``, or what it returned before for the same parts in this process."""
+    digest = hashlib.sha256(load.__name__.encode())
+    for part in (*parts, source):
+        raw = b"" if part is None else part.encode() if isinstance(part, str) else part
+        digest.update(len(raw).to_bytes(8, "big") + (b"-" if part is None else b"+") + raw)
+    key = digest.digest()
+    with _CERTIFICATES_LOCK:
+        loaded = _CERTIFICATES.get(key)
+    if loaded is None:
+        loaded = load(*parts, source=source)
+        with _CERTIFICATES_LOCK:
+            if len(_CERTIFICATES) >= _CERTIFICATES_KEPT:
+                del _CERTIFICATES[next(iter(_CERTIFICATES))]
+            _CERTIFICATES[key] = loaded
+    return loaded
 
 
 @dataclass(eq=False)

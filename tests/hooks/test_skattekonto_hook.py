@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -316,6 +317,35 @@ def test_hooks_of_one_connection_share_the_tls_context(sandbox: Any, use_connect
     third = SkattekontoHook()
     third.get_token()
     assert third._ssl_context is not first._ssl_context
+
+
+def test_connections_with_one_certificate_load_it_once(
+    sandbox: Any, use_connection: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checking an RSA key is slow: a process loads each certificate once, and again only when its bytes change."""
+    from airflow_provider_skattekonto.domain import certificates
+
+    loads: list[str] = []
+    real = certificates.load_pkcs12
+
+    def counting(data: bytes, password: str | None, *, source: str) -> Any:
+        loads.append(source)
+        return real(data, password, source=source)
+
+    monkeypatch.setattr(certificates, "load_pkcs12", counting)
+    p12 = tmp_path / "identity.p12"
+    p12.write_bytes(sandbox.pki.identity("orderer").p12_path.read_bytes())
+    use_connection(certificate_p12_path=str(p12))
+    SkattekontoHook().get_token()
+    use_connection(certificate_p12_path=str(p12), timeout=7)  # another configuration, the same certificate
+    SkattekontoHook().get_token()
+    assert len(loads) == 1
+    p12.write_bytes(sandbox.pki.identity("orderer2").p12_path.read_bytes())  # renewed: other bytes
+    use_connection(identity="orderer2", certificate_p12_path=str(p12))
+    assert (
+        SkattekontoHook().load_certificate().organisation_number == sandbox.pki.identity("orderer2").organisation_number
+    )
+    assert len(loads) == 2
 
 
 @pytest.mark.sandbox_clock("2026-12-01T06:59:00+01:00", speed=60.0)
