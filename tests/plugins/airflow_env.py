@@ -7,6 +7,7 @@ per worker on first use by the ``airflow_db`` fixture, so ``dag.test()`` runs re
 from __future__ import annotations
 
 import base64
+import functools
 import gc
 import os
 import sys
@@ -106,7 +107,20 @@ def airflow_db() -> Path:
 
         upgradedb()
         marker.touch()
+    _one_execution_api_per_process()
     return _HOME
+
+
+def _one_execution_api_per_process() -> None:
+    """``dag.test()`` on Airflow 3.0 builds the in-process execution API again for every task it runs.
+
+    Building it takes seconds (its versioned routes). Airflow 3.1 and later keep one per process
+    (``functools.lru_cache`` on ``in_process_api_server``); the tests do the same on 3.0.
+    """
+    from airflow.sdk.execution_time import supervisor
+
+    if not hasattr(supervisor.in_process_api_server, "cache_info"):
+        supervisor.in_process_api_server = functools.lru_cache(maxsize=1)(supervisor.in_process_api_server)
 
 
 @pytest.fixture
