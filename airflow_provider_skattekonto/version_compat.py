@@ -123,6 +123,10 @@ def default_deferrable() -> bool:
     return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
+# Where the task SDK keeps its secrets masker (``_secrets_masker()``): 3.1+ moved it; its old home warns there.
+SECRETS_MASKER_HOMES = ("airflow.sdk._shared.secrets_masker", "airflow.sdk.execution_time.secrets_masker")
+
+
 def mask_secret(value: Any) -> None:
     """Register ``value`` with Airflow's secrets masker, in this process and in the task's supervisor.
 
@@ -133,8 +137,8 @@ def mask_secret(value: Any) -> None:
 
     from airflow.providers.common.compat.sdk import mask_secret as _mask_secret
 
-    for home in ("airflow.sdk._shared.secrets_masker", "airflow.sdk.execution_time.secrets_masker"):
-        try:  # 3.1+ moved the masker; its old home warns there
+    for home in SECRETS_MASKER_HOMES:
+        try:
             masker = importlib.import_module(home)._secrets_masker
         except (ImportError, AttributeError):
             continue

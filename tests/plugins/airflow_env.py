@@ -61,14 +61,6 @@ def _long_lived_objects_frozen() -> Iterator[None]:
         gc.freeze()
 
 
-# Where Airflow keeps its secrets maskers (3.0 has one; newer versions one in the task SDK and one in core).
-_MASKER_MODULES = (
-    "airflow.sdk._shared.secrets_masker.secrets_masker",
-    "airflow._shared.secrets_masker.secrets_masker",
-    "airflow.sdk.execution_time.secrets_masker",
-)
-
-
 @pytest.fixture(autouse=True)
 def _secrets_masked_per_test() -> Iterator[None]:
     """Each test masks its own secrets, as a task process does: what a test adds is dropped after it.
@@ -78,8 +70,10 @@ def _secrets_masked_per_test() -> Iterator[None]:
     tokens and passwords, so without this the suite spends a third of its time compiling that expression.
     Secrets registered before the test (Airflow's configuration) stay masked.
     """
+    from airflow_provider_skattekonto.version_compat import SECRETS_MASKER_HOMES
+
     maskers = []
-    for name in _MASKER_MODULES:
+    for name in (*SECRETS_MASKER_HOMES, "airflow._shared.secrets_masker"):  # and core's own masker (3.1+)
         module = sys.modules.get(name)
         get_masker = getattr(module, "_secrets_masker", None)
         if get_masker is None:
