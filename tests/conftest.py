@@ -7,6 +7,8 @@
   ``@pytest.mark.sandbox_clock("2026-03-13T10:00:00+01:00", speed=0)``.
 * ``sandbox_http``: a factory of ``httpx.Client`` objects speaking to the sandbox with an identity's
   client certificate (``sandbox_http("orderer")``; ``None`` for no certificate); closed after the test.
+
+The tests that run DAGs are collected first (see ``pytest_collection_modifyitems``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "sandbox_clock(now, speed=1.0): start the sandbox clock of the `sandbox` fixture at `now` (ISO 8601)",
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests that run DAGs (fixture ``airflow_db``) take seconds each: they go first, so that xdist's
+    workers share them out and end on the short tests instead of one worker finishing a DAG run alone."""
+    items.sort(key=lambda item: "airflow_db" not in getattr(item, "fixturenames", ()))
 
 
 @pytest.fixture(scope="session")

@@ -268,22 +268,40 @@ def test_database_error_early_in_a_long_load_fails_at_once(warehouse: Warehouse)
 def test_load_that_waits_for_a_lock_completes_when_it_goes(warehouse: Warehouse, rows: int) -> None:
     """Another session holds a lock the load needs while the rows stream (PostgreSQL: the transactions table,
     so the COPY cannot start and the rows queue up, also when they end; SQLite: the write lock): the load
-    waits and then completes, every row stored."""
+    waits and then completes, every row stored. On PostgreSQL the lock goes once the load is seen waiting
+    for it (``pg_locks``), and a little later, when the rows have ended; SQLite cannot show a waiter, so
+    there the lock is held for half a second."""
     import threading
+    import time
 
     locked, errors = threading.Event(), []
+    sqlite = warehouse.kind in ("sqlite", "generic-sqlite")
 
     def hold_lock() -> None:  # its own connection, in its own thread
         try:
             locker = warehouse.connect()
             cur = locker.cursor()
-            if warehouse.kind in ("sqlite", "generic-sqlite"):
+            if sqlite:
                 locker.isolation_level = None
                 cur.execute("BEGIN IMMEDIATE")
             else:
                 cur.execute(f"LOCK TABLE {warehouse.names.transactions} IN ACCESS EXCLUSIVE MODE")
             locked.set()
-            threading.Event().wait(1.0)
+            if sqlite:
+                time.sleep(0.5)
+            else:
+                deadline = time.monotonic() + 30
+                while True:
+                    cur.execute(
+                        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass",
+                        (warehouse.names.transactions,),
+                    )
+                    if cur.fetchone()[0]:
+                        break
+                    if time.monotonic() > deadline:
+                        raise AssertionError("the load was never seen waiting for the lock")
+                    time.sleep(0.02)
+                time.sleep(0.2)  # the rows end (and fill the queue) while the load still waits
             locker.commit()
             locker.close()
         except BaseException as exc:

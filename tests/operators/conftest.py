@@ -23,8 +23,12 @@ def dag_source(*task_lines: str) -> tuple[str, str]:
     return dag_id, HEADER.format(dag_id=dag_id) + body
 
 
-def task_state(dag_id: str, task_id: str) -> str | None:
-    """The state of ``task_id``'s latest task instance in ``dag_id`` (the metadata database), or None."""
+def has_deferred(dag_id: str, task_id: str) -> bool:
+    """Whether ``task_id``'s latest task instance in ``dag_id`` has deferred (the metadata database).
+
+    Its state says so only for a moment under ``dag.test()``, which sets a deferred task instance back to
+    ``queued`` before it runs the trigger inline: the trigger it was given (``next_method``) stays.
+    """
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
 
@@ -35,4 +39,4 @@ def task_state(dag_id: str, task_id: str) -> str | None:
             .order_by(TaskInstance.start_date.desc())
             .first()
         )
-        return None if ti is None or ti.state is None else str(ti.state)
+        return ti is not None and (ti.state == "deferred" or ti.next_method is not None)

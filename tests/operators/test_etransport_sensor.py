@@ -15,7 +15,7 @@ from airflow_provider_skattekonto.hooks.skattekonto import SkattekontoHook
 from airflow_provider_skattekonto.sandbox.protocol import ROUTE_ETRANSPORT_LIST
 from airflow_provider_skattekonto.triggers.etransport import ETransportFileTrigger
 from tests.clock_speed import clock_speed_when
-from tests.operators.conftest import dag_source, task_state
+from tests.operators.conftest import dag_source, has_deferred
 
 pytestmark = pytest.mark.airflow_db
 
@@ -44,7 +44,7 @@ def test_order_then_wait_across_the_weekend(
     sandbox.configure(token_lifetime_seconds=365 * 24 * 3600, retention_days=365)
     use_connection(archive_url=(tmp_path / "archive").as_uri())
     dag_id, source = chain_dag()
-    with clock_speed_when(sandbox, lambda: task_state(dag_id, "wait_for_file") == "deferred", speed=200_000.0):
+    with clock_speed_when(sandbox, lambda: has_deferred(dag_id, "wait_for_file"), speed=200_000.0):
         results = run_dag_file(dag_id, source)
     assert results["bestall"][0] == "success"
     state, xcom = results["wait_for_file"]
