@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,9 @@ def test_local_archive_with_celery_warns_and_fails_clearly(celery: AirflowStack)
     celery.unpause(dag_id)
     worker2 = celery.processes["worker2"].pid
     os.killpg(worker2, signal.SIGSTOP)
+    # A worker waits for tasks in a blocking pop on Redis (kombu: BRPOP, 1 s), which Redis still serves after the
+    # worker has stopped: a task queued within that second would go to the stopped worker. Let it time out first.
+    time.sleep(3)
     try:
         run_id = celery.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None})["dag_run_id"]
         celery.wait_deferred(dag_id, run_id, "wait_for_file", timeout=300)
