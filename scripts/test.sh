@@ -57,8 +57,9 @@ install() { # install the provider with its test dependencies for one Airflow ve
   echo "== Airflow $version: $("$venv/bin/python" -c 'import airflow; print(airflow.__version__)' 2>/dev/null) in $venv"
 }
 
-step() { # step VERSION unit|slow|system|examples [pytest args...]
-  local version=$1 name=$2 venv started
+step() { # step VERSION unit|slow|system|examples [pytest args...]; returns pytest's status
+  # Called as `step ... || failed+=(...)`, where bash ignores `set -e`: each command's status is kept by hand.
+  local version=$1 name=$2 venv started status=0
   shift 2
   venv=$(venv_of "$version")
   started=$SECONDS
@@ -67,30 +68,31 @@ step() { # step VERSION unit|slow|system|examples [pytest args...]
     unit)
       # 3 workers on 2 cores: a third of the unit tests' time is waiting (the sandbox's delays, retries, locks,
       # PostgreSQL), which a third worker fills.
-      "$venv/bin/python" -m pytest -n 3 --dist loadgroup -q "$@"
+      "$venv/bin/python" -m pytest -n 3 --dist loadgroup -q "$@" || status=$?
       ;;
     slow)
       # loadfile: the packaging tests share one build of the distributions, the benchmark run gets the other worker
-      "$venv/bin/python" -m pytest -n 2 --dist loadfile -q -m slow "$@"
+      "$venv/bin/python" -m pytest -n 2 --dist loadfile -q -m slow "$@" || status=$?
       ;;
     system)
       if [ -d tests/system ]; then
         if [ -n "${CI:-}" ] && command -v redis-server >/dev/null 2>&1 \
           && ! "$venv/bin/python" -c "import socket; socket.create_connection(('127.0.0.1', 6379), 2)" 2>/dev/null; then
           echo "Redis is not answering on 127.0.0.1:6379; starting it"
-          redis-server --bind 127.0.0.1 --port 6379 --daemonize yes
+          redis-server --bind 127.0.0.1 --port 6379 --daemonize yes || status=$?
         fi
-        "$venv/bin/python" -m pytest -m system -p no:xdist -q tests/system "$@"
+        "$venv/bin/python" -m pytest -m system -p no:xdist -q tests/system "$@" || status=$?
       else
         echo "(no tests/system)"
       fi
       ;;
     examples)
       "$venv/bin/python" -m pytest -n 2 -q tests/test_example_dags.py tests/test_version_compat.py \
-        tests/hooks/test_connection_form.py "$@"
+        tests/hooks/test_connection_form.py "$@" || status=$?
       ;;
   esac
-  echo "== Airflow $version: $name took $((SECONDS - started)) s"
+  echo "== Airflow $version: $name took $((SECONDS - started)) s (exit status $status)"
+  return "$status"
 }
 
 # PostgreSQL tests must run under CI: start the local server if it is installed but stopped.
