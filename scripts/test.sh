@@ -66,7 +66,7 @@ step() { # step VERSION unit|slow|system|examples [pytest args...]; returns pyte
   echo "== Airflow $version: $name"
   case "$name" in
     unit)
-      # 3 workers on 2 cores: a third of the unit tests' time is waiting (the sandbox's delays, retries, locks,
+      # 3 workers on 2 cores: with 2, each worker waits about half its time (the sandbox's delays, retries, locks,
       # PostgreSQL), which a third worker fills.
       "$venv/bin/python" -m pytest -n 3 --dist loadgroup -q "$@" || status=$?
       ;;
