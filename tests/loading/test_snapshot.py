@@ -274,6 +274,8 @@ def test_load_that_waits_for_a_lock_completes_when_it_goes(warehouse: Warehouse,
     import threading
     import time
 
+    from tests.drills._support import wait_for
+
     locked, errors = threading.Event(), []
     sqlite = warehouse.kind in ("sqlite", "generic-sqlite")
 
@@ -290,17 +292,15 @@ def test_load_that_waits_for_a_lock_completes_when_it_goes(warehouse: Warehouse,
             if sqlite:
                 time.sleep(0.5)
             else:
-                deadline = time.monotonic() + 30
-                while True:
+
+                def load_waits() -> bool:
                     cur.execute(
                         "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass",
                         (warehouse.names.transactions,),
                     )
-                    if cur.fetchone()[0]:
-                        break
-                    if time.monotonic() > deadline:
-                        raise AssertionError("the load was never seen waiting for the lock")
-                    time.sleep(0.02)
+                    return bool(cur.fetchone()[0])
+
+                wait_for(load_waits, timeout=30, what="the load to wait for the lock")
                 time.sleep(0.2)  # the rows end (and fill the queue) while the load still waits
             locker.commit()
             locker.close()
