@@ -196,14 +196,17 @@ class ChildError(RuntimeError):
 
 
 def child_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for children that import Airflow: a private AIRFLOW_HOME, no examples."""
+    """Environment for children that import Airflow: a private AIRFLOW_HOME, no examples, and bytecode
+    written and read as an installed provider's processes do (pip compiles at install; the DAG processor
+    writes .pyc files): with ``PYTHONDONTWRITEBYTECODE`` every child compiled the provider's modules from
+    source, which doubled the import time measured in a fresh checkout."""
     env = dict(os.environ)
     (home / "airflow_home").mkdir(parents=True, exist_ok=True)
     env["AIRFLOW_HOME"] = str(home / "airflow_home")
     env["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
     env["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
     env.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if extra:
         env.update(extra)
     return env
