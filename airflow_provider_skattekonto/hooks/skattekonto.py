@@ -310,10 +310,10 @@ class SkattekontoHook(BaseHook):
     async def aget_conn(self) -> httpx.AsyncClient:
         """The async HTTP client (mutual TLS).
 
-        Shared: one client per connection configuration (and certificate file version) per event loop,
-        used by every hook of that configuration in the process (a triggerer's waits), so polls reuse
-        pooled TLS connections instead of a handshake each; :meth:`aclose` releases it, and the last
-        release closes it.
+        Shared: one set of pooled clients per connection configuration (and certificate file version) per
+        event loop, used by every hook of that configuration in the process (a triggerer's waits), so polls
+        reuse pooled TLS connections instead of a handshake each; :meth:`aclose` releases it, and the last
+        release closes it. The hook's own requests are spread over the set; this returns its first client.
         """
         if self._async_client is None:
             config = await self.aconfig()
@@ -330,7 +330,8 @@ class SkattekontoHook(BaseHook):
                 # Waiting for a pooled connection is normal when many waits poll at once: no pool timeout
                 # (connect, read and write keep the connection's timeout).
                 settings["timeout"] = httpx.Timeout(config.timeout, pool=None)
-                shared = clients[key] = _SharedClient(httpx.AsyncClient(**settings, limits=_SHARED_LIMITS), key)
+                pools = tuple(httpx.AsyncClient(**settings, limits=_SHARED_LIMITS) for _ in range(_SHARED_POOLS))
+                shared = clients[key] = _SharedClient(pools, key)
             shared.users += 1
             self._shared, self._async_client = shared, shared.client
         return self._async_client
@@ -350,7 +351,7 @@ class SkattekontoHook(BaseHook):
                 clients = _ASYNC_CLIENTS.get(asyncio.get_running_loop(), {})
                 if clients.get(shared.key) is shared:
                     del clients[shared.key]
-                await shared.client.aclose()
+                await shared.aclose()
 
     # -- runners: the only places that do I/O for plans ---------------------------------------------
     def run_plan(self, plan: Plan) -> Any:
@@ -812,16 +813,39 @@ def _loaded_once(load: Callable[..., LoadedCertificate], *parts: bytes | str | N
     return loaded
 
 
+# A triggerer's polls share these pools: keep as many connections alive as may be open.
+_SHARED_POOLS = 5
+_CONNECTIONS_PER_POOL = 10
+_SHARED_CONNECTIONS = _SHARED_POOLS * _CONNECTIONS_PER_POOL
+_SHARED_LIMITS = httpx.Limits(
+    max_connections=_CONNECTIONS_PER_POOL, max_keepalive_connections=_CONNECTIONS_PER_POOL, keepalive_expiry=15.0
+)
+
+
 @dataclass(eq=False)
 class _SharedClient:
-    client: httpx.AsyncClient
+    """The async clients of one connection configuration in one event loop, and what their users share.
+
+    The pooled connections are split over several clients (``_SHARED_POOLS`` of ``_CONNECTIONS_PER_POOL``):
+    httpcore's pool checks every pooled connection (``has_expired``: a socket poll) on every request that
+    starts or ends, and counts the idle ones once per idle connection, so one pool of 50 spent most of a
+    busy triggerer's loop on its own bookkeeping. A request takes the first client with a free connection.
+    """
+
+    clients: tuple[httpx.AsyncClient, ...]
     key: tuple[Any, ...]
     users: int = 0
     # Requests in flight at most (= pooled connections): the others wait here, in order, because
     # httpcore's pool does work proportional to its queue on every change of it.
     gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(_SHARED_CONNECTIONS))
+    in_flight: list[int] = field(default_factory=lambda: [0] * _SHARED_POOLS)  # requests per client
     # The answers of shareable requests (RequestSpec.share_seconds) by (method, URL): in flight, or recent.
     answers: _SharedAnswers[Reply] = field(default_factory=lambda: _SharedAnswers())
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The client :meth:`SkattekontoHook.aget_conn` hands out."""
+        return self.clients[0]
 
     async def send(self, request: RequestSpec) -> Reply:
         """Send ``request`` through the gate. A shareable one is sent only when no identical request is in
@@ -836,7 +860,19 @@ class _SharedClient:
 
     async def _send(self, request: RequestSpec) -> Reply:
         async with self.gate:
-            return _read(await self.client.send(_build(self.client, request)))
+            # past the gate, some client has a free connection: the first such (its idle connections are reused)
+            in_flight = self.in_flight
+            index = next((i for i, n in enumerate(in_flight) if n < _CONNECTIONS_PER_POOL), 0)
+            client = self.clients[index]
+            in_flight[index] += 1
+            try:
+                return _read(await client.send(_build(client, request)))
+            finally:
+                in_flight[index] -= 1
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()
 
 
 _T = TypeVar("_T")
@@ -875,11 +911,6 @@ _CONNECTION_LOOKUPS: weakref.WeakKeyDictionary[
 # The shared async clients, per event loop (a client's connections belong to its loop).
 _ASYNC_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], _SharedClient]] = (
     weakref.WeakKeyDictionary()
-)
-# A triggerer's polls share the pool: keep as many connections alive as may be open.
-_SHARED_CONNECTIONS = 50
-_SHARED_LIMITS = httpx.Limits(
-    max_connections=_SHARED_CONNECTIONS, max_keepalive_connections=_SHARED_CONNECTIONS, keepalive_expiry=15.0
 )
 
 

@@ -303,6 +303,50 @@ async def test_a_cancelled_waiter_leaves_the_shared_clock_read_to_the_others(san
             await hook.aclose()
 
 
+async def test_a_process_s_requests_fill_the_shared_pools_in_order(sandbox: Any, use_connection: Any) -> None:
+    """The hooks of one connection in a process share _SHARED_POOLS clients of _CONNECTIONS_PER_POOL connections:
+    requests one at a time reuse one connection; many at once take the first client with a free connection, so
+    no client holds more than its share, the process no more than _SHARED_CONNECTIONS, and every one is answered."""
+    from airflow_provider_skattekonto.hooks.etransport import ETransportHook
+    from airflow_provider_skattekonto.hooks.skattekonto import (
+        _CONNECTIONS_PER_POOL,
+        _SHARED_CONNECTIONS,
+        _SHARED_POOLS,
+    )
+
+    use_connection()
+    hooks = [ETransportHook() for _ in range(_SHARED_CONNECTIONS + 10)]
+    for hook in hooks:
+        await hook.aget_conn()
+    shared = hooks[0]._shared
+    assert shared is not None and all(hook._shared is shared for hook in hooks)
+    peaks = [0] * _SHARED_POOLS
+
+    async def watch() -> None:
+        while True:
+            peaks[:] = map(max, peaks, shared.in_flight)
+            await asyncio.sleep(0)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        before = sandbox.stats()["connections_total"]
+        for hook in hooks[:3]:
+            assert await hook.alist_files() == []
+        assert sandbox.stats()["connections_total"] - before == 1
+        assert peaks == [1] + [0] * (_SHARED_POOLS - 1)
+        sandbox.faults.slow("etransport_list", 0.5, times=None)
+        listings = await asyncio.gather(*(hook.alist_files() for hook in hooks))
+        assert listings == [[]] * len(hooks)
+        assert peaks == [_CONNECTIONS_PER_POOL] * _SHARED_POOLS
+        assert sandbox.stats()["connections_total"] - before == _SHARED_CONNECTIONS
+        assert shared.in_flight == [0] * _SHARED_POOLS
+    finally:
+        watcher.cancel()
+        for hook in hooks:
+            await hook.aclose()
+    assert all(client.is_closed for client in shared.clients)
+
+
 def test_bestall_path_is_the_specs() -> None:
     assert BESTALL_PATH == "/beskattning/skattekonto/huvudmans-saldo-och-transaktioner/v1/bestall"
 
