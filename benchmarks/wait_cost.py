@@ -1176,10 +1176,12 @@ def _many_waits(
             target=limit,
             met=ours["lag_polling"]["max"] < LAG_LIMIT_S,
             note=(
-                f"all wake at 07:00 together and stay in step: every poll round is {top} polls at once, each a new "
-                f"mutual-TLS handshake (poll interval > httpx keep-alive); rounds every {args.poll_interval:g} s of "
+                f"all wake at 07:00 together and stay in step: every poll round is {top} polls at once; "
+                f"{ours['sandbox_stats'].get('connections_total', '?')} TLS connections for "
+                f"{ours['requests'].get('list', 0)} listings; rounds every {args.poll_interval:g} s of "
                 f"service time = {args.poll_interval / speed:.1f} s real ({speed:g}x the real rate of rounds); "
-                f"p99 {ours['lag_polling']['p99'] * 1e3:.0f} ms"
+                f"p99 {ours['lag_polling']['p99'] * 1e3:.0f} ms; the longest garbage collection "
+                f"{ours['gc_max_pause'] * 1e3:.0f} ms"
                 if args.clock_steps == "production"
                 else "sandbox clock steps: every trigger reads the clock (asleep) or lists (polling) every second"
             ),
