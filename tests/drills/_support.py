@@ -13,7 +13,6 @@ import os
 import re
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from airflow_provider_skattekonto.domain.answer_file import parse_answer_file
 from airflow_provider_skattekonto.domain.calendar import STOCKHOLM
 from airflow_provider_skattekonto.domain.records import Balance, FileHeader, FileTrailer
 from airflow_provider_skattekonto.loading import LoadResult, ensure_tables, load_answer_stream, table_names
+from tests.waiting import wait_until
 
 ORDERER = "5560000167"
 PG_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=5"
@@ -371,17 +371,11 @@ def requests_on(sandbox: Any, route: str, status: int | str | None = None) -> in
     return int(counts.get(str(status), 0))
 
 
-def wait_for(condition: Callable[[], bool], *, timeout: float = 30.0, what: str = "condition") -> None:
-    """Poll ``condition`` until it holds (this is synchronisation, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.01)
-
-
 def quiet(sandbox: Any) -> None:
     """Wait until the sandbox has no connection open (every request it accepted is fully handled)."""
-    wait_for(lambda: sandbox.stats()["connections_open"] == 0, what="the sandbox's connections to close")
+    wait_until(
+        lambda: sandbox.stats()["connections_open"] == 0, 30, "the sandbox's connections to close", interval=0.01
+    )
 
 
 @contextlib.contextmanager

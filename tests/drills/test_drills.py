@@ -57,11 +57,11 @@ from tests.drills._support import (
     sqlite_warehouse,
     stockholm,
     try_numbers,
-    wait_for,
     when,
 )
 from tests.inbox_files import write_inbox_answer_file
 from tests.loading.builders import at, file_bytes, header, random_blocks
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -854,7 +854,7 @@ def test_worker_killed_during_a_load(
         text=True,
     )
     try:
-        wait_for(lambda: writing() or child.poll() is not None, timeout=120, what="the load to start writing")
+        wait_until(lambda: writing() or child.poll() is not None, 120, "the load to start writing", interval=0.01)
         assert child.poll() is None, f"the load ended before it could be killed: {child.communicate()[0][-2000:]}"
         os.kill(child.pid, signal.SIGKILL)
         output = child.communicate(timeout=30)[0]
@@ -874,7 +874,9 @@ def test_worker_killed_during_a_load(
         recovery = "hot journal rolled back on the next open; integrity_check ok"
     else:
         assert warehouse.dump() == before  # nothing committed
-        wait_for(lambda: _pg_backends(warehouse, application_name) == 0, what="the killed backend to end")
+        wait_until(
+            lambda: _pg_backends(warehouse, application_name) == 0, 30, "the killed backend to end", interval=0.01
+        )
         recovery = "the server aborted the killed session's transaction"
     assert warehouse.dump() == before
 

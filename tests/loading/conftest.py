@@ -56,6 +56,9 @@ def require_postgres() -> None:
         pytest.skip(reason)
 
 
+SQLITE_KINDS = ("sqlite", "generic-sqlite")
+
+
 @dataclass
 class Warehouse:
     """One empty warehouse (tables created) on a real database, with helpers to load and inspect it."""
@@ -71,6 +74,11 @@ class Warehouse:
     @property
     def names(self) -> Any:
         return table_names(self.prefix, self.schema)
+
+    @property
+    def on_sqlite(self) -> bool:
+        """A SQLite database, whichever dialect the loader is told (``sqlite`` or ``generic``)."""
+        return self.kind in SQLITE_KINDS
 
     def open(self) -> Any:
         if self.conn is None:
@@ -206,7 +214,7 @@ def pg_warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[War
 
 def _warehouse(kind: str, tmp_path: Path) -> Iterator[Warehouse]:
     cleanup: Callable[[], None] | None = None
-    if kind in ("sqlite", "generic-sqlite"):
+    if kind in SQLITE_KINDS:
         wh = _sqlite_warehouse(kind, tmp_path)
     else:
         wh, cleanup = _pg_warehouse(kind)

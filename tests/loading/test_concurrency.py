@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 from airflow_provider_skattekonto.domain.records import Record
 from airflow_provider_skattekonto.loading import LoadResult
+from tests.waiting import wait_until
 
 from .builders import at, fake_sha, header, org_principal, records
 from .conftest import Warehouse
@@ -51,10 +51,9 @@ def test_an_older_file_loaded_concurrently_waits_and_then_skips(pg_warehouse: Wa
     try:
         assert inside.wait(60)
         b.start()
-        deadline = time.monotonic() + 60
-        while _waiting_advisory_locks(pg_warehouse) == 0:  # B is blocked on A's lock
-            assert time.monotonic() < deadline, "the second load never waited for the first"
-            time.sleep(0.05)
+        wait_until(
+            lambda: _waiting_advisory_locks(pg_warehouse), 60, "the second load to wait for the first", interval=0.05
+        )
     finally:
         release.set()
         a.join(60)
@@ -94,10 +93,9 @@ def test_the_same_file_loaded_twice_concurrently_loads_once(pg_warehouse: Wareho
     try:
         assert inside.wait(60)
         b.start()
-        deadline = time.monotonic() + 60
-        while _waiting_advisory_locks(pg_warehouse) == 0:
-            assert time.monotonic() < deadline, "the second load never waited for the first"
-            time.sleep(0.05)
+        wait_until(
+            lambda: _waiting_advisory_locks(pg_warehouse), 60, "the second load to wait for the first", interval=0.05
+        )
     finally:
         release.set()
         a.join(60)
@@ -143,10 +141,9 @@ def test_loads_run_read_committed_even_when_the_database_default_is_repeatable_r
     try:
         assert inside.wait(60)
         b.start()
-        deadline = time.monotonic() + 60
-        while _waiting_advisory_locks(pg_warehouse) == 0:
-            assert time.monotonic() < deadline, "the second load never waited for the first"
-            time.sleep(0.05)
+        wait_until(
+            lambda: _waiting_advisory_locks(pg_warehouse), 60, "the second load to wait for the first", interval=0.05
+        )
     finally:
         release.set()
         a.join(60)

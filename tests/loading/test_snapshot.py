@@ -231,7 +231,7 @@ def _reject_boom_rows(warehouse: Warehouse) -> None:
     n = warehouse.names
     conn = warehouse.open()
     cur = conn.cursor()
-    if warehouse.kind in ("sqlite", "generic-sqlite"):
+    if warehouse.on_sqlite:
         cur.execute(
             f"CREATE TRIGGER boom BEFORE INSERT ON {n.transactions} WHEN NEW.transaction_text = 'BOOM'"
             " BEGIN SELECT RAISE(ABORT, 'BOOM row rejected'); END"
@@ -274,10 +274,10 @@ def test_load_that_waits_for_a_lock_completes_when_it_goes(warehouse: Warehouse,
     import threading
     import time
 
-    from tests.drills._support import wait_for
+    from tests.waiting import wait_until
 
     locked, errors = threading.Event(), []
-    sqlite = warehouse.kind in ("sqlite", "generic-sqlite")
+    sqlite = warehouse.on_sqlite
 
     def hold_lock() -> None:  # its own connection, in its own thread
         try:
@@ -300,7 +300,7 @@ def test_load_that_waits_for_a_lock_completes_when_it_goes(warehouse: Warehouse,
                     )
                     return bool(cur.fetchone()[0])
 
-                wait_for(load_waits, timeout=30, what="the load to wait for the lock")
+                wait_until(load_waits, 30, "the load to wait for the lock", interval=0.01)
                 time.sleep(0.2)  # the rows end (and fill the queue) while the load still waits
             locker.commit()
             locker.close()
@@ -364,7 +364,7 @@ def test_connection_lost_mid_load_rolls_back(warehouse: Warehouse) -> None:
 
 def test_autocommit_connection_is_still_all_or_nothing(warehouse: Warehouse) -> None:
     conn = warehouse.connect()
-    if warehouse.kind in ("sqlite", "generic-sqlite"):
+    if warehouse.on_sqlite:
         conn.isolation_level = None
     else:
         conn.autocommit = True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import httpx
@@ -10,6 +9,7 @@ import pytest
 
 from airflow_provider_skattekonto.sandbox.faults import FaultError, FaultInjector
 from airflow_provider_skattekonto.sandbox.server import Sandbox
+from tests.waiting import wait_until
 
 Http = Callable[..., httpx.Client]
 Bestall = Callable[..., httpx.Response]
@@ -64,10 +64,9 @@ def test_drop_closes_without_answer_and_records_nothing(
         sandbox_bestall(token=token)
     assert sandbox.orders() == []
     # the client can see the closed socket before the server thread has counted the drop
-    deadline = time.monotonic() + 5
-    while sandbox.stats()["requests"].get("bestall") != {"dropped": 1} and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert sandbox.stats()["requests"]["bestall"] == {"dropped": 1}
+    wait_until(
+        lambda: sandbox.stats()["requests"].get("bestall") == {"dropped": 1}, 5, "the drop to be counted", interval=0.01
+    )
     assert sandbox_bestall(token=token).status_code == 202
 
 
@@ -113,10 +112,10 @@ def test_a_reset_drops_a_request_still_held_by_a_slow_fault(
         sandbox_bestall(token=token, client=sandbox_http("orderer", timeout=httpx.Timeout(10.0, read=0.3)))
     held = sandbox.stats()["connections_open"]
     sandbox.reset()
-    deadline = time.monotonic() + 60  # far less than the fault's pause: it is the reset that ends the request
-    while sandbox.stats()["connections_open"] >= held:
-        assert time.monotonic() < deadline, "the held request outlived the reset"
-        time.sleep(0.01)
+    # far less than the fault's pause: it is the reset that ends the request
+    wait_until(
+        lambda: sandbox.stats()["connections_open"] < held, 60, "the reset to end the held request", interval=0.01
+    )
     assert sandbox.orders() == []
     assert "bestall" not in sandbox.stats()["requests"]
 

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +33,7 @@ import pytest
 
 from airflow_provider_skattekonto.domain.calendar import STOCKHOLM, ServiceCalendar
 from airflow_provider_skattekonto.sandbox.server import Sandbox
+from tests.waiting import wait_until
 
 DAGS = Path(__file__).resolve().parent / "dags"
 PG_HOST, PG_PORT = "127.0.0.1", 5432
@@ -62,18 +63,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"Timed out after {timeout:.0f} s waiting for {what} (last: {value!r})")
-        time.sleep(interval)
 
 
 def last_morning(now: dt.datetime, calendar: ServiceCalendar | None = None) -> dt.datetime:

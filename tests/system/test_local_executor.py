@@ -15,7 +15,8 @@ import pytest
 
 from airflow_provider_skattekonto.domain.calendar import STOCKHOLM, ServiceCalendar
 from airflow_provider_skattekonto.version_compat import AIRFLOW_V_3_1_PLUS, HAS_TIMETABLE_MANUAL_RUN_IDS
-from tests.system.conftest import AirflowStack, wait_until
+from tests.system.conftest import AirflowStack
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 
