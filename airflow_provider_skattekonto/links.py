@@ -71,6 +71,12 @@ class _PushedLink(BaseOperatorLink):
         return value if isinstance(value, str) else ""
 
     @classmethod
+    def reserve(cls, context: Any) -> None:
+        """Publish an empty link when a try starts. Airflow reads every extra link of a task when it ends or
+        defers; one not pushed yet answers 404, which the task SDK logs as an error ("XCom not found")."""
+        cls.push(context, "")
+
+    @classmethod
     def push(cls, context: Any, url: str) -> None:
         """Publish ``url`` for this task instance now (before any wait that may fail)."""
         ti = context.get("ti") if isinstance(context, Mapping) else None

@@ -91,6 +91,7 @@ class BestallOperator(BaseOperator):
         super().render_template_fields(context, jinja_env)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        SkattekontoOrderLink.reserve(context)
         return self._order(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -186,6 +186,8 @@ class SkattekontoToSqlOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk import ObjectStoragePath
 
+        ArchivedFileLink.reserve(context)
+
         from airflow_provider_skattekonto.checksums import sha256_of
         from airflow_provider_skattekonto.loading.snapshot import load_answer_stream
         from airflow_provider_skattekonto.loading.tables import ensure_tables

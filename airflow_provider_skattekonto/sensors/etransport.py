@@ -163,6 +163,7 @@ class ETransportFileSensor(BaseSensorOperator):
     # -- deferrable path ----------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
         self._started_at: dt.datetime | None = None  # the service time this try started (poke mode)
+        ArchivedFileLink.reserve(context)
         if self.download:
             hook = self._hook()
             try:
