@@ -838,9 +838,12 @@ class _SharedClient:
     # Requests in flight at most (= pooled connections): the others wait here, in order, because
     # httpcore's pool does work proportional to its queue on every change of it.
     gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(_SHARED_CONNECTIONS))
-    in_flight: list[int] = field(default_factory=lambda: [0] * _SHARED_POOLS)  # requests per client
+    in_flight: list[int] = field(init=False)  # requests in flight per client
     # The answers of shareable requests (RequestSpec.share_seconds) by (method, URL): in flight, or recent.
     answers: _SharedAnswers[Reply] = field(default_factory=lambda: _SharedAnswers())
+
+    def __post_init__(self) -> None:
+        self.in_flight = [0] * len(self.clients)
 
     @property
     def client(self) -> httpx.AsyncClient:

@@ -186,13 +186,12 @@ class SkattekontoToSqlOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk import ObjectStoragePath
 
-        ArchivedFileLink.reserve(context)
-
         from airflow_provider_skattekonto.checksums import sha256_of
         from airflow_provider_skattekonto.loading.snapshot import load_answer_stream
         from airflow_provider_skattekonto.loading.tables import ensure_tables
         from airflow_provider_skattekonto.version_compat import BaseHook
 
+        ArchivedFileLink.reserve(context)
         info = _file_info(self.file)
         table_names(self.table_prefix, self.table_schema)
         path = ObjectStoragePath(info.url)
