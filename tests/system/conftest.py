@@ -71,18 +71,32 @@ def last_morning(now: dt.datetime, calendar: ServiceCalendar | None = None) -> d
     return calendar.previous_delivery_morning(now - dt.timedelta(hours=3))
 
 
-class PostgresDatabase:
-    """A database of its own on the local PostgreSQL server, dropped at the end."""
+# How long the metadata database lets a transaction sit idle before it ends the session. A scheduler killed alone
+# (SIGKILL, as the OOM killer does) leaves its LocalExecutor workers behind: forked from it, they hold its database
+# socket open, so PostgreSQL keeps the dead scheduler's open transaction and its row locks (the pool rows of its
+# critical section among them), and a new scheduler would never queue a task again. Production setups bound this
+# the same way; no live Airflow process of these tests keeps a transaction idle for more than seconds.
+IDLE_TRANSACTION_TIMEOUT = "60s"
 
-    def __init__(self, prefix: str) -> None:
+
+class PostgresDatabase:
+    """A database of its own on the local PostgreSQL server, dropped at the end.
+
+    ``idle_transaction_timeout``: the database's ``idle_in_transaction_session_timeout`` (the server default, none,
+    when not given).
+    """
+
+    def __init__(self, prefix: str, *, idle_transaction_timeout: str | None = None) -> None:
         self.name = f"{prefix}_{uuid.uuid4().hex[:10]}"
         self._admin("CREATE DATABASE {}")
+        if idle_transaction_timeout is not None:
+            self._admin("ALTER DATABASE {} SET idle_in_transaction_session_timeout = %s", idle_transaction_timeout)
 
     @property
     def sqlalchemy_url(self) -> str:
         return f"postgresql+psycopg2://postgres@{PG_HOST}:{PG_PORT}/{self.name}"
 
-    def _admin(self, statement: str) -> None:
+    def _admin(self, statement: str, *params: str) -> None:
         import psycopg2
         from psycopg2 import sql
 
@@ -90,7 +104,7 @@ class PostgresDatabase:
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
-                cur.execute(sql.SQL(statement).format(sql.Identifier(self.name)))
+                cur.execute(sql.SQL(statement).format(sql.Identifier(self.name)), params or None)
         finally:
             conn.close()
 
@@ -319,7 +333,7 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory, celery: bool = False
         require_service(REDIS_HOST, REDIS_PORT, "Redis")
     home = tmp_path_factory.mktemp("airflow-celery" if celery else "airflow-local")
     (home / "logs").mkdir()
-    database = PostgresDatabase("skattekonto_system")
+    database = PostgresDatabase("skattekonto_system", idle_transaction_timeout=IDLE_TRANSACTION_TIMEOUT)
     warehouse_pg = PostgresDatabase("skattekonto_warehouse")
     sandbox = Sandbox.start(home / "sandbox")
     morning = last_morning(dt.datetime.now(STOCKHOLM))
