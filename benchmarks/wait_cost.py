@@ -80,8 +80,8 @@ TRIGGER_MAX_STEP_REAL = 300.0  # ETransportFileTrigger's default max_step_second
 # The 'asleep' window starts this long after the last trigger's first clock read (the tail of startup)
 # and ends shortly before 07:00 on the sandbox clock, when every trigger wakes up.
 SETTLE_SECONDS = 1.0
-FROZEN = "ours-frozen"  # part 2's run of our triggers with gc.freeze() before the first wait
 WAKE_MARGIN_SECONDS = 0.25
+FROZEN = "ours-frozen"  # part 2's run of our triggers with gc.freeze() before the first wait
 # Time to data: each round's clock is frozen this long (service s) before 07:00 while its waits start.
 DATA_LEAD_SECONDS = 60.0
 

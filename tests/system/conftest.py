@@ -73,9 +73,10 @@ def last_morning(now: dt.datetime, calendar: ServiceCalendar | None = None) -> d
 
 # How long the metadata database lets a transaction sit idle before it ends the session. A scheduler killed alone
 # (SIGKILL, as the OOM killer does) leaves its LocalExecutor workers behind: forked from it, they hold its database
-# socket open, so PostgreSQL keeps the dead scheduler's open transaction and its row locks (the pool rows of its
-# critical section among them), and a new scheduler would never queue a task again. Production setups bound this
-# the same way; no live Airflow process of these tests keeps a transaction idle for more than seconds.
+# socket open, so PostgreSQL keeps the dead scheduler's open transaction and its row locks (such as the pool rows
+# its critical section locks), and a new scheduler that needs them never queues a task again. A production
+# database can bound this the same way; no live Airflow process of these tests keeps a transaction idle for more
+# than seconds.
 IDLE_TRANSACTION_TIMEOUT = "60s"
 
 
