@@ -22,17 +22,39 @@ def _waiting_advisory_locks(wh: Warehouse) -> int:
     return int(n)
 
 
+class _Pause:
+    """Pauses a record stream inside its load, after the header (the loader holds the orderer's lock then)."""
+
+    def __init__(self) -> None:
+        self.inside, self.release = threading.Event(), threading.Event()
+
+    def stream(self, stream: Iterator[Record]) -> Iterator[Record]:
+        yield next(stream)  # the header: the loader takes the lock and writes the files row after it
+        self.inside.set()
+        assert self.release.wait(60)
+        yield from stream
+
+
+def _second_waits_for_first(wh: Warehouse, pause: _Pause, first: threading.Thread, second: threading.Thread) -> None:
+    """Run ``first`` (whose stream ``pause`` holds inside its load), start ``second`` and let ``first`` go on
+    once ``second`` waits for the lock; both have ended when this returns."""
+    first.start()
+    try:
+        assert pause.inside.wait(60)
+        second.start()
+        wait_until(lambda: _waiting_advisory_locks(wh), 60, "the second load to wait for the first", interval=0.05)
+    finally:
+        pause.release.set()
+        first.join(60)
+        if second.ident is not None:
+            second.join(60)
+
+
 def test_an_older_file_loaded_concurrently_waits_and_then_skips(pg_warehouse: Warehouse) -> None:
     pg_warehouse.load(records(header("F1", at(1)), [block(P1, 1), block(P2, 2)]), sha256=fake_sha("F1"))
-    inside, release = threading.Event(), threading.Event()
+    pause = _Pause()
     results: dict[str, LoadResult] = {}
     errors: list[BaseException] = []
-
-    def paused(stream: Iterator[Record]) -> Iterator[Record]:
-        yield next(stream)  # the header: the loader takes the lock and writes the files row after it
-        inside.set()
-        assert release.wait(60)
-        yield from stream
 
     def run(name: str, stream: Iterator[Record]) -> None:
         conn = pg_warehouse.connect()
@@ -43,22 +65,11 @@ def test_an_older_file_loaded_concurrently_waits_and_then_skips(pg_warehouse: Wa
         finally:
             conn.close()
 
-    newer = paused(records(header("F3", at(3)), [block(P1, 31, 32)]))
+    newer = pause.stream(records(header("F3", at(3)), [block(P1, 31, 32)]))
     older = records(header("F2", at(2)), [block(P1, 21), block(P2, 22)])
     a = threading.Thread(target=run, args=("F3", newer))
     b = threading.Thread(target=run, args=("F2", older))
-    a.start()
-    try:
-        assert inside.wait(60)
-        b.start()
-        wait_until(
-            lambda: _waiting_advisory_locks(pg_warehouse), 60, "the second load to wait for the first", interval=0.05
-        )
-    finally:
-        release.set()
-        a.join(60)
-        if b.is_alive() or b.ident is not None:
-            b.join(60)
+    _second_waits_for_first(pg_warehouse, pause, a, b)
     assert not errors, errors
     assert results["F3"].principals_replaced == 1
     # B ran after A committed: P1's snapshot is from a newer file now, P2's is older than B's
@@ -68,14 +79,8 @@ def test_an_older_file_loaded_concurrently_waits_and_then_skips(pg_warehouse: Wa
 
 
 def test_the_same_file_loaded_twice_concurrently_loads_once(pg_warehouse: Warehouse) -> None:
-    inside, release = threading.Event(), threading.Event()
+    pause = _Pause()
     results: list[Any] = []
-
-    def paused(stream: Iterator[Record]) -> Iterator[Record]:
-        yield next(stream)
-        inside.set()
-        assert release.wait(60)
-        yield from stream
 
     def run(stream: Iterator[Record]) -> None:
         conn = pg_warehouse.connect()
@@ -87,20 +92,9 @@ def test_the_same_file_loaded_twice_concurrently_loads_once(pg_warehouse: Wareho
             conn.close()
 
     blocks = [block(P1, 1, 1, 1)]
-    a = threading.Thread(target=run, args=(paused(records(header("F1", at(1)), blocks)),))
+    a = threading.Thread(target=run, args=(pause.stream(records(header("F1", at(1)), blocks)),))
     b = threading.Thread(target=run, args=(records(header("F1", at(1)), blocks),))
-    a.start()
-    try:
-        assert inside.wait(60)
-        b.start()
-        wait_until(
-            lambda: _waiting_advisory_locks(pg_warehouse), 60, "the second load to wait for the first", interval=0.05
-        )
-    finally:
-        release.set()
-        a.join(60)
-        if b.ident is not None:
-            b.join(60)
+    _second_waits_for_first(pg_warehouse, pause, a, b)
     assert sorted(r.noop for r in results) == [False, True], results
     assert amounts(pg_warehouse, P1) == [("F1", 1)] * 3
 
@@ -109,7 +103,7 @@ def test_loads_run_read_committed_even_when_the_database_default_is_repeatable_r
     pg_warehouse: Warehouse,
 ) -> None:
     """A second load that waited for the first sees its rows (no UniqueViolation from an old snapshot)."""
-    inside, release = threading.Event(), threading.Event()
+    pause = _Pause()
     results: dict[str, Any] = {}
 
     def connect() -> Any:
@@ -120,12 +114,6 @@ def test_loads_run_read_committed_even_when_the_database_default_is_repeatable_r
         conn.commit()
         return conn
 
-    def paused(stream: Iterator[Record]) -> Iterator[Record]:
-        yield next(stream)
-        inside.set()
-        assert release.wait(60)
-        yield from stream
-
     def run(name: str, stream: Iterator[Record]) -> None:
         conn = connect()
         try:
@@ -135,20 +123,9 @@ def test_loads_run_read_committed_even_when_the_database_default_is_repeatable_r
         finally:
             conn.close()
 
-    a = threading.Thread(target=run, args=("F3", paused(records(header("F3", at(3)), [block(P1, 31)]))))
+    a = threading.Thread(target=run, args=("F3", pause.stream(records(header("F3", at(3)), [block(P1, 31)]))))
     b = threading.Thread(target=run, args=("F2", records(header("F2", at(2)), [block(P1, 21), block(P2, 22)])))
-    a.start()
-    try:
-        assert inside.wait(60)
-        b.start()
-        wait_until(
-            lambda: _waiting_advisory_locks(pg_warehouse), 60, "the second load to wait for the first", interval=0.05
-        )
-    finally:
-        release.set()
-        a.join(60)
-        if b.ident is not None:
-            b.join(60)
+    _second_waits_for_first(pg_warehouse, pause, a, b)
     assert all(isinstance(r, LoadResult) for r in results.values()), results
     assert (results["F2"].principals_skipped_older, results["F2"].principals_loaded) == (1, 1)
     assert amounts(pg_warehouse, P1) == [("F3", 31)]
